@@ -1,0 +1,66 @@
+//! `prefect-aci`: the thin binary edge.
+//!
+//! Each subcommand lives in its own module that parses raw flags (clap), turns them into a
+//! validated library `Config`, and calls the library's `run(config, shutdown)`. Only this crate
+//! uses `anyhow`; libraries return typed errors. Errors print as `prefect-aci: {err:#}` and the
+//! process exits with 1 (runtime failure) or 2 (bad usage, from clap).
+
+mod emulator_cmd;
+mod logging;
+mod pool_cmd;
+mod shutdown;
+mod worker_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Run Prefect flows on Azure Container Instances.
+#[derive(Debug, Parser)]
+#[command(name = "prefect-aci", version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    logging: logging::LoggingArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start or manage the worker.
+    #[command(subcommand)]
+    Worker(worker_cmd::WorkerCommand),
+    /// Work pools of type `azure-container-instance`.
+    #[command(subcommand)]
+    Pool(pool_cmd::PoolCommand),
+    /// Serve the local ARM/ACI emulator.
+    Emulator(emulator_cmd::EmulatorArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(&cli.logging);
+    // rustls needs one process-wide crypto provider; ring keeps the build light.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("prefect-aci: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Worker(cmd) => worker_cmd::run(cmd).await,
+            Command::Pool(cmd) => pool_cmd::run(cmd).await,
+            Command::Emulator(args) => emulator_cmd::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("prefect-aci: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
