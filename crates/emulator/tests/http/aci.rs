@@ -700,3 +700,49 @@ async fn shutdown_kills_everything() {
     env.emu.shutdown().await;
     eventually("process killed at shutdown", || !alive(pid)).await;
 }
+
+/// Output without newlines is split into bounded lines; the log buffer is bounded too.
+#[tokio::test]
+async fn long_output_is_bounded() {
+    let env = start(EmulatorConfig {
+        log_limit_bytes: 150 * 1024,
+        ..config()
+    })
+    .await;
+    env.create(
+        "chatty",
+        shell_group(
+            "head -c 200000 /dev/zero | tr '\\0' a; echo; echo end",
+            "Never",
+        ),
+    )
+    .await;
+    env.wait_state("chatty", &["Succeeded", "Failed"]).await;
+    let logs = env.logs("chatty", "job", "").await;
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines.last(), Some(&"end"));
+    assert!(lines.iter().all(|l| l.len() <= 64 * 1024));
+    assert!(
+        logs.len() <= 150 * 1024,
+        "oldest lines were dropped: {}",
+        logs.len()
+    );
+    let tail = env.logs("chatty", "job", "&tail=2").await;
+    assert_eq!(tail.lines().count(), 2);
+}
+
+/// Redeploying while provisioning cancels the earlier operation instead of leaving it hanging.
+#[tokio::test]
+async fn redeploy_cancels_the_previous_operation() {
+    let env = start(EmulatorConfig {
+        pull_delay_ms: 2000,
+        ..config()
+    })
+    .await;
+    let path = format!("{}?api-version={ACI}", env.cg("twice"));
+    let first = env.put(&path, shell_group("true", "Never")).await;
+    let first_op = first.header("azure-asyncoperation").unwrap().to_string();
+    let second = env.put(&path, shell_group("true", "Never")).await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(env.get(&first_op).await.body["status"], "Canceled");
+}
