@@ -7,4 +7,5 @@ mod aci;
 mod arm;
 mod auth;
 mod faults;
+mod sdk_python;
 mod support;
