@@ -23,18 +23,17 @@ pub struct EmulatorArgs {
     /// Also write the printed environment variables to this file as `KEY=VALUE` lines.
     #[arg(long)]
     env_file: Option<PathBuf>,
-    /// Serve HTTPS with a generated self-signed certificate (not supported yet).
+    /// Serve HTTPS with a generated CA and server certificate; the CA file's path is
+    /// printed (clients that insist on https, like MSAL-based credentials, need this).
     #[arg(long)]
     tls: bool,
 }
 
 pub async fn run(args: EmulatorArgs) -> anyhow::Result<ExitCode> {
-    if args.tls {
-        anyhow::bail!("--tls is not supported yet; serve plain HTTP on loopback (omit --tls)");
-    }
     let mut config = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the config file {}", path.display()))?;
             serde_json::from_str::<aci_emulator::EmulatorConfig>(&text)
                 .with_context(|| format!("invalid emulator config in {}", path.display()))?
         }
@@ -43,26 +42,46 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<ExitCode> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if args.tls {
+        config.tls = true;
+    }
     let shutdown = crate::shutdown::on_signals();
-    let emulator = aci_emulator::start(config).await.context("cannot start the emulator")?;
+    let emulator = aci_emulator::start(config)
+        .await
+        .context("cannot start the emulator")?;
     let c = emulator.config();
-    let env = [
+    let mut env = vec![
         ("AZURE_RESOURCE_MANAGER_ENDPOINT", emulator.arm_url()),
         ("AZURE_AUTHORITY_HOST", emulator.authority_host()),
         ("AZURE_TENANT_ID", c.tenant_id.clone()),
         ("AZURE_CLIENT_ID", c.admin.client_id.clone()),
-        ("AZURE_CLIENT_SECRET", c.admin.client_secret.clone().unwrap_or_default()),
+        (
+            "AZURE_CLIENT_SECRET",
+            c.admin.client_secret.clone().unwrap_or_default(),
+        ),
         ("AZURE_POD_IDENTITY_AUTHORITY_HOST", emulator.arm_url()),
         ("AZURE_SUBSCRIPTION_ID", c.subscription_id.clone()),
     ];
+    if let (Some(ca), Some(bundle)) = (emulator.ca_pem_path(), emulator.ca_bundle_path()) {
+        env.push(("AZURE_EMULATOR_CA_FILE", ca.display().to_string()));
+        // Python (requests, MSAL) and OpenSSL-based clients read these.
+        env.push(("REQUESTS_CA_BUNDLE", bundle.display().to_string()));
+        env.push(("SSL_CERT_FILE", bundle.display().to_string()));
+    }
     println!("ACI emulator listening");
     println!("  ARM endpoint:     {}", emulator.arm_url());
     println!("  authority host:   {}", emulator.authority_host());
     println!("  token endpoint:   {}", emulator.token_endpoint());
     println!("  IMDS endpoint:    {}", emulator.imds_endpoint());
     println!("  subscription id:  {}", c.subscription_id);
-    println!("  admin API:        {}/_emulator/{{stats,groups,faults}}", emulator.arm_url());
+    println!(
+        "  admin API:        {}/_emulator/{{stats,groups,faults}}",
+        emulator.arm_url()
+    );
     println!("  working dirs:     {}", emulator.work_dir().display());
+    if let Some(ca) = emulator.ca_pem_path() {
+        println!("  CA certificate:   {}", ca.display());
+    }
     println!();
     println!("Environment for clients:");
     let mut lines = String::new();

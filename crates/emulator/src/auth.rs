@@ -468,3 +468,41 @@ pub(crate) fn imds_token(shared: &SharedRef, req: &Req, scope_key: Option<&str>)
         },
     )
 }
+
+/// `GET /{tenant}/v2.0/.well-known/openid-configuration`: the discovery document MSAL reads
+/// to find the token endpoint of a custom authority.
+pub(crate) fn openid_configuration(shared: &SharedRef, tenant: &str) -> Response {
+    let tenant_ok = tenant.eq_ignore_ascii_case(&shared.config.tenant_id)
+        || ["organizations", "common"]
+            .iter()
+            .any(|t| tenant.eq_ignore_ascii_case(t));
+    if !tenant_ok {
+        return aad_error(
+            shared,
+            StatusCode::BAD_REQUEST,
+            "invalid_tenant",
+            90002,
+            format!("Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."),
+        );
+    }
+    let base = format!("{}/{}", shared.base_url, shared.config.tenant_id);
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "token_endpoint": format!("{base}/oauth2/v2.0/token"),
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+            "jwks_uri": format!("{base}/discovery/v2.0/keys"),
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "issuer": format!("{base}/v2.0"),
+            "request_uri_parameter_supported": false,
+            "authorization_endpoint": format!("{base}/oauth2/v2.0/authorize"),
+            "device_authorization_endpoint": format!("{base}/oauth2/v2.0/devicecode"),
+            "end_session_endpoint": format!("{base}/oauth2/v2.0/logout"),
+            "tenant_region_scope": "NA",
+        }),
+    )
+}

@@ -69,6 +69,8 @@ pub struct EmulatorConfig {
     pub faults: Faults,
     /// Validate bearer tokens on ARM requests (default true).
     pub require_auth: bool,
+    /// Serve HTTPS with a generated CA (see [`crate::Emulator::ca_pem_path`]).
+    pub tls: bool,
 }
 
 /// A service principal the AAD endpoint knows.
@@ -262,6 +264,7 @@ impl Default for EmulatorConfig {
             log_limit_bytes: 4 * 1024 * 1024,
             faults: Faults::default(),
             require_auth: true,
+            tls: false,
         }
     }
 }

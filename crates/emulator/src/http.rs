@@ -14,7 +14,8 @@
 //! 5. injected random 5xx;
 //! 6. the subscription, then the resource handler.
 //!
-//! Non-ARM paths: `/{tenant}/oauth2/v2.0/token` (AAD), `/metadata/identity/oauth2/token`
+//! Non-ARM paths: `/{tenant}/oauth2/v2.0/token` and
+//! `/{tenant}/v2.0/.well-known/openid-configuration` (AAD), `/metadata/identity/oauth2/token`
 //! and `/_imds/{key}/metadata/identity/oauth2/token` (IMDS), `/_emulator/...` (admin).
 
 use std::time::{Duration, Instant};
@@ -190,6 +191,13 @@ async fn route(shared: &SharedRef, req: Req) -> (String, Response) {
             (
                 "aad.token".to_string(),
                 auth::aad_token(shared, &req, &tenant),
+            )
+        }
+        [_, "v2.0", ".well-known", "openid-configuration"] => {
+            let tenant = segs[0].clone();
+            (
+                "aad.openidConfiguration".to_string(),
+                auth::openid_configuration(shared, &tenant),
             )
         }
         ["metadata", "identity", "oauth2", "token"] => (

@@ -56,6 +56,7 @@ mod resources;
 mod runtime;
 mod state;
 mod throttle;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -113,6 +114,26 @@ pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
         path: work_root.clone(),
         source,
     })?;
+    // HTTPS: generate certificates and write the CA (and a system+CA bundle) for clients.
+    let tls = if config.tls {
+        let material = tls::generate()?;
+        let ca_path = work_root.join("emulator-ca.pem");
+        let bundle_path = work_root.join("ca-bundle.pem");
+        let bundle = format!(
+            "{}\n{}",
+            tls::system_bundle().unwrap_or_default(),
+            material.ca_pem
+        );
+        for (path, text) in [(&ca_path, &material.ca_pem), (&bundle_path, &bundle)] {
+            std::fs::write(path, text).map_err(|source| EmulatorError::WorkDir {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Some((material, ca_path, bundle_path))
+    } else {
+        None
+    };
     let mut state = State::default();
     for seed in &config.resource_groups {
         state.resource_groups.insert(
@@ -124,8 +145,11 @@ pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
             },
         );
     }
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let shared = Arc::new(Shared {
-        base_url: format!("http://{addr}"),
+        base_url: format!("{scheme}://{addr}"),
+        ca_pem_path: tls.as_ref().map(|t| t.1.clone()),
+        ca_bundle_path: tls.as_ref().map(|t| t.2.clone()),
         started: Instant::now(),
         faults: Mutex::new(config.faults.clone()),
         state: Mutex::new(state),
@@ -140,11 +164,22 @@ pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
     });
     let router = http::router(shared.clone());
     let stop = shared.shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-    });
+    let server = match tls {
+        None => tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }),
+        Some((material, _, _)) => {
+            let listener = tls::TlsListener::new(listener, material.server_config, stop.clone())
+                .map_err(|source| EmulatorError::Bind { addr, source })?;
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            })
+        }
+    };
     tracing::info!(arm = %shared.base_url, "aci emulator listening");
     Ok(Emulator {
         shared,
@@ -185,6 +220,16 @@ impl Emulator {
             "{}/{}/oauth2/v2.0/token",
             self.shared.base_url, self.shared.config.tenant_id
         )
+    }
+
+    /// With `tls: true`, the PEM file of the emulator's CA (trust it to reach the emulator).
+    pub fn ca_pem_path(&self) -> Option<PathBuf> {
+        self.shared.ca_pem_path.clone()
+    }
+
+    /// With `tls: true`, a PEM bundle of the system roots plus the emulator's CA.
+    pub fn ca_bundle_path(&self) -> Option<PathBuf> {
+        self.shared.ca_bundle_path.clone()
     }
 
     /// The configuration the emulator started with (faults may have changed since).

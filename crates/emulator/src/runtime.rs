@@ -286,6 +286,11 @@ fn plan(shared: &SharedRef, g: &GroupEntry, idx: usize) -> Result<Launch, String
     );
     set("AZURE_RESOURCE_MANAGER_ENDPOINT", shared.base_url.clone());
     set("AZURE_AUTHORITY_HOST", shared.base_url.clone());
+    if let Some(bundle) = &shared.ca_bundle_path {
+        // The emulator serves HTTPS with its own CA: trust it (plus the system roots).
+        set("SSL_CERT_FILE", bundle.display().to_string());
+        set("REQUESTS_CA_BUNDLE", bundle.display().to_string());
+    }
     for (k, v) in &rule.env {
         set(k, v.clone());
     }

@@ -33,6 +33,10 @@ pub(crate) struct Shared {
     pub config: EmulatorConfig,
     /// `http://127.0.0.1:PORT`: the ARM, AAD and IMDS base URL.
     pub base_url: String,
+    /// The CA certificate file when serving HTTPS.
+    pub ca_pem_path: Option<PathBuf>,
+    /// System roots + CA, given to containers, when serving HTTPS.
+    pub ca_bundle_path: Option<PathBuf>,
     /// When serving began (IMDS warm-up is measured from here).
     pub started: Instant,
     /// Current failure injection.
