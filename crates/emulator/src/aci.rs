@@ -66,6 +66,7 @@ pub(crate) async fn handle(
             name,
             container,
         } if *m == Method::GET => logs(shared, ctx, &rg, &name, &container),
+        Route::AciUsages { location } if *m == Method::GET => Ok(usages(shared, &location)),
         Route::AciOperation { location, id } if *m == Method::GET => {
             operation(shared, &location, &id)
         }
@@ -381,6 +382,28 @@ fn put(shared: &SharedRef, ctx: &ArmCtx, rg: &str, name: &str) -> Result<Respons
             }
         }
         if let Some(q) = faults.aci_quotas {
+            let (groups, cores) = region_usage(shared, &location);
+            let (cpu, _) = totals(&cg);
+            let exceeded = if groups + 1 > u64::from(q.container_groups_per_region) {
+                Some(("ContainerGroups", q.container_groups_per_region, groups, 1))
+            } else if cores + cpu.ceil() as u64 > u64::from(q.cores_per_region) {
+                Some((
+                    "StandardCores",
+                    q.cores_per_region,
+                    cores,
+                    cpu.ceil() as u64,
+                ))
+            } else {
+                None
+            };
+            if let Some((quota, limit, usage, requested)) = exceeded {
+                return Err(ArmError::bad_request(
+                    "ContainerGroupQuotaReached",
+                    format!(
+                        "Resource type 'Microsoft.ContainerInstance/containerGroups' container group quota '{quota}' exceeded in region '{location}'. Limit: '{limit}', Usage: '{usage}' Requested: '{requested}'."
+                    ),
+                ));
+            }
             match lock(&shared.throttle).take_quota(&q, false, Instant::now()) {
                 Ok(rem) => quota_headers = Some(rem),
                 Err(wait) => return Err(quota_error("create", wait, q.creates_per_5m)),
@@ -483,6 +506,47 @@ fn put(shared: &SharedRef, ctx: &ArmCtx, rg: &str, name: &str) -> Result<Respons
         );
     }
     Ok(r)
+}
+
+/// Container groups and (rounded-up) cores in use in a region.
+fn region_usage(shared: &SharedRef, location: &str) -> (u64, u64) {
+    let state = lock(&shared.state);
+    state
+        .groups
+        .values()
+        .filter(|g| g.location == location)
+        .fold((0, 0), |(n, cores), g| {
+            let cpu: f64 = g
+                .spec
+                .containers
+                .iter()
+                .filter_map(|c| c.properties.resources.as_ref()?.requests.as_ref()?.cpu)
+                .sum();
+            (n + 1, cores + cpu.ceil() as u64)
+        })
+}
+
+/// `GET .../locations/{loc}/usages`: the region's quota usage, shaped like ACI's answer.
+fn usages(shared: &SharedRef, location: &str) -> Response {
+    let location = normalize_location(location);
+    let (groups, cores) = region_usage(shared, &location);
+    let q = shared.faults().aci_quotas.unwrap_or_default();
+    let row = |name: &str, localized: &str, current: u64, limit: u32| {
+        serde_json::json!({
+            "id": format!("{}/providers/Microsoft.ContainerInstance/locations/{location}/usages/{name}", shared.sub_id()),
+            "unit": "Count",
+            "currentValue": current,
+            "limit": limit,
+            "name": {"value": name, "localizedValue": localized},
+        })
+    };
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"value": [
+            row("ContainerGroups", "Container Groups", groups, q.container_groups_per_region),
+            row("StandardCores", "Standard Cores", cores, q.cores_per_region),
+        ]}),
+    )
 }
 
 fn totals(cg: &ContainerGroup) -> (f64, f64) {

@@ -42,6 +42,10 @@ pub struct EmulatorConfig {
     pub principals: Vec<Principal>,
     /// Locations where container groups may be created.
     pub locations: Vec<String>,
+    /// Resource provider namespaces that start unregistered (requests to them fail with
+    /// `MissingSubscriptionRegistration` until `POST .../providers/{ns}/register`), e.g.
+    /// `["Microsoft.ContainerInstance"]` to exercise a setup command. Default: none.
+    pub unregistered_providers: Vec<String>,
     /// Resource groups that exist at start.
     pub resource_groups: Vec<ResourceGroupSeed>,
     /// Image table: which images "exist" and how to run them locally.
@@ -218,6 +222,10 @@ pub struct AciQuotas {
     pub deletes_per_5m: u32,
     /// Deletes per hour (300).
     pub deletes_per_hour: u32,
+    /// Standard container groups per region (100); more gives `ContainerGroupQuotaReached`.
+    pub container_groups_per_region: u32,
+    /// Standard cores per region (100); more gives `ContainerGroupQuotaReached`.
+    pub cores_per_region: u32,
 }
 
 impl Default for AciQuotas {
@@ -227,6 +235,8 @@ impl Default for AciQuotas {
             creates_per_hour: 300,
             deletes_per_5m: 100,
             deletes_per_hour: 300,
+            container_groups_per_region: 100,
+            cores_per_region: 100,
         }
     }
 }
@@ -251,6 +261,7 @@ impl Default for EmulatorConfig {
             admin: Principal::default(),
             principals: Vec::new(),
             locations: vec!["eastus".to_string(), "westus".to_string()],
+            unregistered_providers: Vec::new(),
             resource_groups: Vec::new(),
             images: Vec::new(),
             check_images_on_create: true,

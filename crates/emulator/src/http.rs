@@ -255,6 +255,7 @@ fn operation_name(route: &Route, method: &Method) -> String {
         },
         Route::ContainerLogs { .. } => "containers.listLogs".into(),
         Route::AciOperation { .. } => "operations.get".into(),
+        Route::AciUsages { .. } => "usages.list".into(),
         Route::IdentitiesInGroup { .. } => "userAssignedIdentities.listByResourceGroup".into(),
         Route::Identity { .. } => format!(
             "userAssignedIdentities.{}",
@@ -404,8 +405,23 @@ async fn arm_versioned(
         api_version,
         principal: principal.to_string(),
     };
+    // Resource providers must be registered before their resources can be used.
+    if let Some(api) = route.api().filter(|a| *a != Api::Resources) {
+        let ns = api.namespace();
+        if !lock(&shared.state)
+            .registered
+            .contains(&ns.to_ascii_lowercase())
+        {
+            return Err(ArmError::new(
+                StatusCode::CONFLICT,
+                "MissingSubscriptionRegistration",
+                format!("The subscription is not registered to use namespace '{ns}'. See https://aka.ms/rps-not-found for how to register subscriptions."),
+            ));
+        }
+    }
     match route {
         Route::ContainerGroupsInSubscription
+        | Route::AciUsages { .. }
         | Route::ContainerGroupsInGroup { .. }
         | Route::ContainerGroup { .. }
         | Route::ContainerGroupAction { .. }

@@ -135,6 +135,19 @@ pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
         None
     };
     let mut state = State::default();
+    for ns in [
+        "Microsoft.Resources",
+        "Microsoft.ContainerInstance",
+        "Microsoft.ManagedIdentity",
+    ] {
+        if !config
+            .unregistered_providers
+            .iter()
+            .any(|u| u.eq_ignore_ascii_case(ns))
+        {
+            state.registered.insert(ns.to_ascii_lowercase());
+        }
+    }
     for seed in &config.resource_groups {
         state.resource_groups.insert(
             seed.name.to_ascii_lowercase(),

@@ -39,6 +39,8 @@ pub enum Route {
         name: String,
         container: String,
     },
+    /// `/subscriptions/{sub}/providers/Microsoft.ContainerInstance/locations/{loc}/usages`
+    AciUsages { location: String },
     /// `/subscriptions/{sub}/providers/Microsoft.ContainerInstance/locations/{loc}/operations/{id}`
     AciOperation { location: String, id: String },
     /// `…/resourceGroups/{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities`
@@ -108,6 +110,11 @@ pub fn parse_arm(rest: &[String]) -> Route {
         },
         ["providers", "microsoft.containerinstance", "containergroups"] => {
             Route::ContainerGroupsInSubscription
+        }
+        ["providers", "microsoft.containerinstance", "locations", _, "usages"] => {
+            Route::AciUsages {
+                location: r[3].clone(),
+            }
         }
         ["providers", "microsoft.containerinstance", "locations", _, "operations", _] => {
             Route::AciOperation {
@@ -180,6 +187,15 @@ pub enum Api {
 }
 
 impl Api {
+    /// The provider namespace.
+    pub fn namespace(self) -> &'static str {
+        match self {
+            Api::Resources => "Microsoft.Resources",
+            Api::ContainerInstance => "Microsoft.ContainerInstance",
+            Api::ManagedIdentity => "Microsoft.ManagedIdentity",
+        }
+    }
+
     /// The api-versions this emulator accepts.
     pub fn versions(self) -> &'static [&'static str] {
         match self {
@@ -261,6 +277,7 @@ impl Route {
             | Route::ContainerGroup { .. }
             | Route::ContainerGroupAction { .. }
             | Route::ContainerLogs { .. }
+            | Route::AciUsages { .. }
             | Route::AciOperation { .. } => Some(Api::ContainerInstance),
             Route::IdentitiesInGroup { .. } | Route::Identity { .. } => Some(Api::ManagedIdentity),
             Route::Unknown { .. } => None,

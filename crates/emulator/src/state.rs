@@ -89,6 +89,8 @@ pub(crate) struct State {
     pub groups: BTreeMap<String, GroupEntry>,
     /// Async operations by id.
     pub operations: HashMap<String, OpEntry>,
+    /// Registered resource provider namespaces (lower-cased).
+    pub registered: std::collections::BTreeSet<String>,
     /// Remaining failures per capacity fault (index into `faults.capacity`), consumed per create.
     pub capacity_used: HashMap<String, u32>,
 }
