@@ -6,6 +6,24 @@
 //! locations, no images (add [`ImageRule`]s or every container fails to pull), and the real
 //! ARM throttling limits.
 //!
+//! A config file for running Prefect flows from a local venv might look like this:
+//!
+//! ```json
+//! {
+//!   "listen": "127.0.0.1:8765",
+//!   "resource_groups": [{"name": "prefect", "location": "eastus"}],
+//!   "images": [{
+//!     "image": "prefecthq/prefect:*",
+//!     "command": ["/opt/prefect/entrypoint.sh", "prefect", "version"],
+//!     "entrypoint_aliases": {"/opt/prefect/entrypoint.sh": []},
+//!     "path_prepend": ["/home/me/.venvs/prefect3/bin"],
+//!     "env": {"PREFECT_HOME": "/tmp/prefect-home"}
+//!   }],
+//!   "pull_delay_ms": 500,
+//!   "faults": {"error_rate": 0.05, "capacity": [{"location": "westus", "count": 1}]}
+//! }
+//! ```
+//!
 //! Fixed defaults (documented so scripts can rely on them):
 //! - subscription `00000000-0000-0000-0000-000000000001`
 //! - tenant `00000000-0000-0000-0000-00000000000a`

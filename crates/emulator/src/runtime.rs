@@ -295,8 +295,12 @@ fn plan(shared: &SharedRef, g: &GroupEntry, idx: usize) -> Result<Launch, String
         set(k, v.clone());
     }
     for var in props.environment_variables.iter().flatten() {
-        if let Some(v) = var.value.as_ref().or(var.secure_value.as_ref()) {
-            set(&var.name, v.clone());
+        match (&var.value, &var.secure_value, &var.secure_value_reference) {
+            (Some(v), _, _) | (None, Some(v), _) => set(&var.name, v.clone()),
+            // A Key Vault reference cannot be resolved locally: leave the variable unset.
+            (None, None, Some(_)) => {}
+            // A bare name is an empty variable.
+            (None, None, None) => set(&var.name, String::new()),
         }
     }
     let default_dir = shared
