@@ -173,7 +173,9 @@ async fn run_group(shared: SharedRef, key: String, gen: u64, op_id: Option<Strin
                     });
                 }
                 g.provisioning_state = "Failed".into();
-                g.instance_state = Some("Failed".into());
+                // ACI leaves the group Pending when provisioning fails (see the spec's
+                // ContainerGroupsGet_Failed example); provisioningState carries the failure.
+                g.instance_state = Some("Pending".into());
             });
             finish_op(
                 "Failed",
