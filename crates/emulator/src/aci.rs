@@ -17,7 +17,7 @@ use crate::error::ArmError;
 use crate::http::{empty, json, set_header, ArmCtx};
 use crate::path::{GroupAction, Route};
 use crate::runtime;
-use crate::state::{lock, now_rfc3339, set_op, GroupEntry, SharedRef};
+use crate::state::{lock, set_op, GroupEntry, SharedRef};
 
 const TYPE: &str = "Microsoft.ContainerInstance/containerGroups";
 
@@ -477,7 +477,7 @@ fn put(shared: &SharedRef, ctx: &ArmCtx, rg: &str, name: &str) -> Result<Respons
         let state = lock(&shared.state);
         let ids = identity_ids(&state);
         state.groups.get(&key).map(|g| {
-            let mut cg = render(shared, g, false);
+            let mut cg = render(g, false);
             fill_identities(&mut cg, &ids);
             cg
         })
@@ -578,12 +578,7 @@ fn quota_error(what: &str, wait: u64, limit: u32) -> ArmError {
 }
 
 /// Renders a group for a response; secrets are stripped, instance views only when asked.
-pub(crate) fn render(
-    shared: &SharedRef,
-    g: &GroupEntry,
-    with_instance_view: bool,
-) -> ContainerGroup {
-    let _ = shared;
+pub(crate) fn render(g: &GroupEntry, with_instance_view: bool) -> ContainerGroup {
     let mut props = g.spec.clone();
     props.provisioning_state = Some(g.provisioning_state.clone());
     if props.sku.is_none() {
@@ -631,7 +626,7 @@ fn get(shared: &SharedRef, rg: &str, name: &str) -> Result<Response, ArmError> {
             .get(&key)
             .ok_or_else(|| ArmError::resource_not_found(TYPE, name, rg))?;
         let ids = identity_ids(&state);
-        let mut cg = render(shared, g, true);
+        let mut cg = render(g, true);
         fill_identities(&mut cg, &ids);
         cg
     };
@@ -688,7 +683,7 @@ fn patch(shared: &SharedRef, ctx: &ArmCtx, rg: &str, name: &str) -> Result<Respo
     if let Some(tags) = p.tags {
         g.tags = tags;
     }
-    let mut cg = render(shared, g, false);
+    let mut cg = render(g, false);
     fill_identities(&mut cg, &ids);
     Ok(json(StatusCode::OK, &cg))
 }
@@ -860,7 +855,7 @@ fn list(shared: &SharedRef, ctx: &ArmCtx, rg: Option<&str>) -> Result<Response, 
             .skip(skip)
             .take(page)
             .map(|g| {
-                let mut cg = render(shared, g, false);
+                let mut cg = render(g, false);
                 fill_identities(&mut cg, &ids);
                 cg
             })
@@ -948,6 +943,5 @@ fn operation(shared: &SharedRef, location: &str, id: &str) -> Result<Response, A
         error: op.error.clone(),
         properties: Some(serde_json::json!({"events": []})),
     };
-    let _ = now_rfc3339;
     Ok(json(StatusCode::OK, &body))
 }
