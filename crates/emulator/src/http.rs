@@ -153,6 +153,7 @@ async fn dispatch(State(shared): State<SharedRef>, request: Request) -> Response
                 .collect()
         })
         .unwrap_or_default();
+    let path = parts.uri.path().to_string();
     let (op, mut response) = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(body) => {
             let req = Req {
@@ -175,6 +176,8 @@ async fn dispatch(State(shared): State<SharedRef>, request: Request) -> Response
         ),
     };
     shared.record(&op, response.status().as_u16());
+    // Paths and statuses only: bodies and query strings may carry secrets.
+    tracing::debug!(%op, status = response.status().as_u16(), path = %path, %request_id, "request");
     set_header(&mut response, "x-ms-request-id", &request_id);
     set_header(&mut response, "x-ms-correlation-request-id", &correlation);
     response

@@ -436,13 +436,17 @@ async fn run_container(
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        // SAFETY: the closure runs in the forked child before exec and only calls setsid,
-        // which is async-signal-safe.
+        // SAFETY: the closure runs in the forked child before exec and only calls setsid and
+        // prctl, which are async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {
                 if libc::setsid() == -1 {
                     return Err(std::io::Error::last_os_error());
                 }
+                // If the emulator dies without cleaning up (SIGKILL), take the container's
+                // main process with it instead of leaving an orphan.
+                #[cfg(target_os = "linux")]
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 Ok(())
             });
         }

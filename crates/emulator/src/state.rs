@@ -242,6 +242,41 @@ impl LogBuffer {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_buffer_drops_oldest_and_tails() {
+        let mut b = LogBuffer::new(10);
+        for l in ["aaa", "bbb", "ccc"] {
+            b.push("T".into(), l.into());
+        }
+        // 3 lines of 4 bytes (with newline) exceed 10: the oldest went.
+        assert_eq!(b.render(None, false), "bbb\nccc\n");
+        assert_eq!(b.render(Some(1), true), "T ccc\n");
+        assert_eq!(b.render(Some(0), false), "");
+    }
+
+    #[test]
+    fn events_fold_repeats() {
+        let mut events = Vec::new();
+        add_event(&mut events, "BackOff", "again".into(), "Warning");
+        add_event(&mut events, "BackOff", "again".into(), "Warning");
+        add_event(&mut events, "Started", "x".into(), "Normal");
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].count, 2);
+    }
+
+    #[test]
+    fn log_timestamps_have_seven_digits() {
+        let ts = log_timestamp();
+        let frac = ts.rsplit_once('.').map(|(_, f)| f).unwrap_or_default();
+        assert_eq!(frac.len(), 8, "{ts}");
+        assert!(frac.ends_with('Z'));
+    }
+}
+
 /// The current time as ARM renders it (RFC 3339, UTC, `Z`).
 pub(crate) fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
