@@ -270,7 +270,15 @@ async fn latency() {
 async fn admin_api() {
     let env = start(config()).await;
     let admin = format!("{}/_emulator", env.emu.arm_url());
-    let health: Value = env.http.get(format!("{admin}/health")).send().await.unwrap().json().await.unwrap();
+    let health: Value = env
+        .http
+        .get(format!("{admin}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["status"], "ok");
     let faults = json!({"error_rate": 0.25, "latency_ms": 5, "capacity": [{"location": "eastus", "count": 1}]});
     let r = env
