@@ -73,6 +73,9 @@ pub(crate) struct ArmCtx {
     /// Object id of the caller (or `anonymous` without auth); kept for authorization checks.
     #[allow(dead_code)]
     pub principal: String,
+    /// The RBAC action the request needs ([`Route::action`]), for authorization checks.
+    #[allow(dead_code)]
+    pub action: Option<String>,
 }
 
 /// Builds a JSON response.
@@ -403,10 +406,17 @@ async fn arm_versioned(
             format!("The subscription '{sub}' could not be found."),
         ));
     }
+    let action = route.action(&req.method);
+    tracing::trace!(
+        principal,
+        action = action.as_deref().unwrap_or(""),
+        "authorizing"
+    );
     let ctx = ArmCtx {
         req,
         api_version,
         principal: principal.to_string(),
+        action,
     };
     // Resource providers must be registered before their resources can be used.
     if let Some(api) = route.api().filter(|a| *a != Api::Resources) {
