@@ -82,6 +82,12 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<ExitCode> {
     if let Some(ca) = emulator.ca_pem_path() {
         println!("  CA certificate:   {}", ca.display());
     }
+    for identity in emulator.identities() {
+        println!(
+            "  identity:         {} (client id {})",
+            identity.id, identity.client_id
+        );
+    }
     println!();
     println!("Environment for clients:");
     let mut lines = String::new();

@@ -4,6 +4,7 @@
 //! - `GET /_emulator/stats`: request counters ([`crate::Stats`]).
 //! - `GET /_emulator/groups`: container groups with process ids and exit codes
 //!   ([`crate::GroupSummary`]).
+//! - `GET /_emulator/identities`: user-assigned identities with client and principal ids.
 //! - `GET|PUT /_emulator/faults`: read or replace the [`crate::Faults`].
 //! - `POST /_emulator/groups/{rg}/{name}/kill[?container=c]`: SIGKILL running containers
 //!   as if they crashed; the restart policy applies.
@@ -28,6 +29,10 @@ pub(crate) async fn handle(shared: &SharedRef, req: Req, rest: &[String]) -> (St
                 StatusCode::OK,
                 &serde_json::json!({"status": "ok", "arm": shared.base_url}),
             )),
+        ),
+        (Method::GET, ["identities"]) => (
+            "admin.identities",
+            Ok(json(StatusCode::OK, &shared.identities())),
         ),
         (Method::GET, ["stats"]) => ("admin.stats", Ok(json(StatusCode::OK, &shared.stats()))),
         (Method::GET, ["groups"]) => ("admin.groups", Ok(json(StatusCode::OK, &shared.groups()))),

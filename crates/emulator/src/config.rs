@@ -66,6 +66,8 @@ pub struct EmulatorConfig {
     pub unregistered_providers: Vec<String>,
     /// Resource groups that exist at start.
     pub resource_groups: Vec<ResourceGroupSeed>,
+    /// User-assigned identities that exist at start (their resource group must be seeded).
+    pub identities: Vec<IdentitySeed>,
     /// Image table: which images "exist" and how to run them locally.
     pub images: Vec<ImageRule>,
     /// When true (the default) an image matching no rule is rejected at PUT with
@@ -129,6 +131,25 @@ pub struct ResourceGroupSeed {
     pub name: String,
     /// Its location.
     pub location: String,
+}
+
+/// A user-assigned identity that exists when the emulator starts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySeed {
+    /// Resource group (must be in `resource_groups`).
+    pub resource_group: String,
+    /// Identity name.
+    pub name: String,
+    /// Location (default: the resource group's).
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Fixed client id (default: a fresh UUID).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Fixed principal (object) id (default: a fresh UUID).
+    #[serde(default)]
+    pub principal_id: Option<String>,
 }
 
 /// One row of the image table: images matching `image` run locally like this.
@@ -281,6 +302,7 @@ impl Default for EmulatorConfig {
             locations: vec!["eastus".to_string(), "westus".to_string()],
             unregistered_providers: Vec::new(),
             resource_groups: Vec::new(),
+            identities: Vec::new(),
             images: Vec::new(),
             check_images_on_create: true,
             pull_delay_ms: 200,

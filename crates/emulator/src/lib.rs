@@ -68,12 +68,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::{
-    AciQuotas, Bucket, CapacityFault, EmulatorConfig, Faults, ImageRule, Principal,
+    AciQuotas, Bucket, CapacityFault, EmulatorConfig, Faults, IdentitySeed, ImageRule, Principal,
     ResourceGroupSeed, ThrottleLimits,
 };
 pub use error::{ArmError, EmulatorError};
 pub use path::ACI_VERSIONS;
-pub use state::{ContainerSummary, GroupSummary, RequestCount, Stats};
+pub use state::{ContainerSummary, GroupSummary, IdentitySummary, RequestCount, Stats};
 
 use state::{lock, RgEntry, Shared, SharedRef, State};
 
@@ -135,6 +135,7 @@ pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
         None
     };
     let mut state = State::default();
+    let sub_id = format!("/subscriptions/{}", config.subscription_id);
     for ns in [
         "Microsoft.Resources",
         "Microsoft.ContainerInstance",
@@ -158,6 +159,39 @@ pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
             },
         );
     }
+    for seed in &config.identities {
+        let Some(rg) = state
+            .resource_groups
+            .get(&seed.resource_group.to_ascii_lowercase())
+        else {
+            return Err(EmulatorError::Config(format!(
+                "identity '{}' names resource group '{}', which is not in resource_groups",
+                seed.name, seed.resource_group
+            )));
+        };
+        let id = format!(
+            "{sub_id}/resourceGroups/{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{}",
+            rg.name, seed.name
+        );
+        state.identities.insert(
+            id.to_ascii_lowercase(),
+            state::IdentityEntry {
+                id,
+                name: seed.name.clone(),
+                location: seed.location.clone().unwrap_or_else(|| rg.location.clone()),
+                tags: BTreeMap::new(),
+                client_id: seed
+                    .client_id
+                    .clone()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                principal_id: seed
+                    .principal_id
+                    .clone()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            },
+        );
+    }
+
     let scheme = if tls.is_some() { "https" } else { "http" };
     let shared = Arc::new(Shared {
         base_url: format!("{scheme}://{addr}"),
@@ -269,6 +303,11 @@ impl Emulator {
     /// Every container group with its containers' pids and exit codes.
     pub fn groups(&self) -> Vec<GroupSummary> {
         self.shared.groups()
+    }
+
+    /// Every user-assigned identity (seeded or created through ARM).
+    pub fn identities(&self) -> Vec<IdentitySummary> {
+        self.shared.identities()
     }
 
     /// The root of the per-container working directories.

@@ -369,6 +369,19 @@ pub struct GroupSummary {
     pub containers: Vec<ContainerSummary>,
 }
 
+/// A user-assigned identity as the introspection API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentitySummary {
+    /// Resource id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Client id (IMDS `client_id`).
+    pub client_id: String,
+    /// Principal (object) id.
+    pub principal_id: String,
+}
+
 /// One container in a [`GroupSummary`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerSummary {
@@ -429,6 +442,20 @@ impl Shared {
                         restart_count: c.view.restart_count,
                     })
                     .collect(),
+            })
+            .collect()
+    }
+
+    /// A snapshot of every user-assigned identity.
+    pub fn identities(&self) -> Vec<IdentitySummary> {
+        lock(&self.state)
+            .identities
+            .values()
+            .map(|i| IdentitySummary {
+                id: i.id.clone(),
+                name: i.name.clone(),
+                client_id: i.client_id.clone(),
+                principal_id: i.principal_id.clone(),
             })
             .collect()
     }
