@@ -2,13 +2,14 @@
 request, azure-core's https-only bearer policy, and a job's full lifecycle.
 
 Run by tls.rs with ARM_URL (https), SUBSCRIPTION_ID, TENANT_ID, CLIENT_ID, CLIENT_SECRET
-and REQUESTS_CA_BUNDLE (system roots + the emulator's CA). Prints "SDK HTTPS OK".
+FEDERATED_CLIENT_ID, FEDERATED_TOKEN_FILE and REQUESTS_CA_BUNDLE (system roots + the
+emulator's CA). Prints "SDK HTTPS OK".
 """
 
 import os
 import time
 
-from azure.identity import ClientSecretCredential
+from azure.identity import ClientSecretCredential, WorkloadIdentityCredential
 from azure.mgmt.containerinstance import ContainerInstanceManagementClient
 from azure.mgmt.containerinstance.models import Container, ContainerGroup, ResourceRequests, ResourceRequirements
 
@@ -47,4 +48,20 @@ while client.container_groups.get("rg", "tls-job").instance_view.state != "Succe
     time.sleep(0.05)
 assert client.containers.list_logs("rg", "tls-job", "job").content == "over-tls\n"
 client.container_groups.begin_delete("rg", "tls-job").result()
+
+# Workload identity: a federated assertion read from a file instead of a secret.
+federated = WorkloadIdentityCredential(
+    tenant_id=os.environ["TENANT_ID"],
+    client_id=os.environ["FEDERATED_CLIENT_ID"],
+    token_file_path=os.environ["FEDERATED_TOKEN_FILE"],
+    authority=arm,
+    disable_instance_discovery=True,
+)
+fed_client = ContainerInstanceManagementClient(
+    federated,
+    os.environ["SUBSCRIPTION_ID"],
+    base_url=arm,
+    credential_scopes=["https://management.azure.com/.default"],
+)
+assert list(fed_client.container_groups.list()) == []
 print("SDK HTTPS OK")

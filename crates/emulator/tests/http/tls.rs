@@ -100,16 +100,26 @@ async fn https_with_generated_ca() {
 }
 
 /// Azure's Python SDK with `ClientSecretCredential` (MSAL) and the stock https-only
-/// bearer policy runs a job end to end.
+/// bearer policy runs a job end to end; `WorkloadIdentityCredential` (federated assertion
+/// from a file) lists groups.
 #[tokio::test]
 async fn azure_python_sdk_over_https() {
     let Some(python) = venv_python() else { return };
+    let federated = aci_emulator::Principal {
+        client_id: "33333333-3333-3333-3333-333333333333".into(),
+        client_secret: None,
+        federated_assertions: Some(vec!["projected-service-account-token".into()]),
+        object_id: None,
+    };
     let emu = aci_emulator::start(EmulatorConfig {
         tls: true,
+        principals: vec![federated],
         ..config()
     })
     .await
     .expect("starts");
+    let token_file = emu.work_dir().join("federated-token");
+    std::fs::write(&token_file, "projected-service-account-token").unwrap();
     let c = emu.config();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/http/sdk_https.py");
     let output = tokio::process::Command::new(python)
@@ -120,6 +130,11 @@ async fn azure_python_sdk_over_https() {
         .env("CLIENT_ID", &c.admin.client_id)
         .env("CLIENT_SECRET", c.admin.client_secret.as_deref().unwrap())
         .env("REQUESTS_CA_BUNDLE", emu.ca_bundle_path().unwrap())
+        .env(
+            "FEDERATED_CLIENT_ID",
+            "33333333-3333-3333-3333-333333333333",
+        )
+        .env("FEDERATED_TOKEN_FILE", &token_file)
         .output()
         .await
         .expect("python runs");
@@ -129,6 +144,10 @@ async fn azure_python_sdk_over_https() {
         output.status.success() && stdout.contains("SDK HTTPS OK"),
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
-    assert!(emu.stats().count("aad.token", 200) >= 1);
+    assert!(
+        emu.stats().count("aad.token", 200) >= 2,
+        "{:?}",
+        emu.stats()
+    );
     emu.shutdown().await;
 }
