@@ -406,7 +406,7 @@ fn put(shared: &SharedRef, ctx: &ArmCtx, rg: &str, name: &str) -> Result<Respons
             }
             match lock(&shared.throttle).take_quota(&q, false, Instant::now()) {
                 Ok(rem) => quota_headers = Some(rem),
-                Err(wait) => return Err(quota_error("create", wait, q.creates_per_5m)),
+                Err(e) => return Err(quota_error("write", e)),
             }
         }
     } else {
@@ -566,15 +566,17 @@ fn totals(cg: &ContainerGroup) -> (f64, f64) {
         })
 }
 
-fn quota_error(what: &str, wait: u64, limit: u32) -> ArmError {
+/// The resource provider's throttling answer (the shape RPs use for their own limits).
+fn quota_error(action: &str, q: crate::throttle::QuotaExceeded) -> ArmError {
     ArmError::new(
         StatusCode::TOO_MANY_REQUESTS,
-        "TooManyRequests",
+        "ResourceRequestsThrottled",
         format!(
-            "The container group {what} request rate limit has been reached ({limit} per 5 minutes or the hourly limit). Please retry after '{wait}' seconds."
+            "Number of requests for action 'Microsoft.ContainerInstance/containerGroups/{action}' exceeded the limit of '{}' for time interval '{}'. Please try again after '{}' seconds.",
+            q.limit, q.interval, q.retry_after_secs
         ),
     )
-    .with_header("Retry-After", wait.to_string())
+    .with_header("Retry-After", q.retry_after_secs.to_string())
 }
 
 /// Renders a group for a response; secrets are stripped, instance views only when asked.
@@ -702,7 +704,7 @@ fn delete(shared: &SharedRef, ctx: &ArmCtx, rg: &str, name: &str) -> Result<Resp
     if let Some(q) = shared.faults().aci_quotas {
         match lock(&shared.throttle).take_quota(&q, true, Instant::now()) {
             Ok(rem) => quota_headers = Some(rem),
-            Err(wait) => return Err(quota_error("delete", wait, q.deletes_per_5m)),
+            Err(e) => return Err(quota_error("delete", e)),
         }
     }
     let op_id = {

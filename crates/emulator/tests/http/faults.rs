@@ -143,7 +143,15 @@ async fn aci_create_quota() {
         .await;
     assert_eq!(
         (r.status, r.code()),
-        (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests")
+        (StatusCode::TOO_MANY_REQUESTS, "ResourceRequestsThrottled")
+    );
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exceeded the limit of '1' for time interval '00:05:00'"),
+        "{}",
+        r.body
     );
     assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() > 200);
     // Updates are not creates.
