@@ -9,6 +9,7 @@
 //!   deployment and flow-run job variables, blocks and variables.
 
 pub mod client;
+pub mod events;
 pub mod job_config;
 pub mod models;
 pub mod templating;
