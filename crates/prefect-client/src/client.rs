@@ -319,6 +319,9 @@ impl PrefectClient {
                 "PREFECT_API_URL must start with http:// or https:// (got {base:?}); for a local server use http://127.0.0.1:4200/api"
             )));
         }
+        // reqwest is built without a default TLS crypto provider (ring keeps builds light);
+        // install it process-wide once. A provider installed earlier by the host wins.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let is_cloud = base.starts_with(config.cloud_api_url.trim_end_matches('/'));
         let http = reqwest::Client::builder()
             .timeout(config.timeout)

@@ -142,6 +142,7 @@ pub async fn drive<I: Infrastructure>(
             logger,
             control,
             attempts: 0,
+            deployment: None,
         };
         let mut phase = start;
         loop {
@@ -183,6 +184,8 @@ struct RunState<I: Infrastructure> {
     logger: RunLogger,
     control: RunControl,
     attempts: u32,
+    /// Read while claiming; reused to build the configuration.
+    deployment: Option<Deployment>,
 }
 
 type StepResult<J> = Result<Phase<J>, (StepError, Phase<J>)>;
@@ -202,6 +205,20 @@ async fn step<I: Infrastructure>(run: &mut RunState<I>, phase: Phase<I::Job>) ->
             // A shutdown before we claimed anything: leave the run Scheduled for others.
             if shared.shutdown.is_cancelled() {
                 return Ok(Phase::Done);
+            }
+            // Prefect reads the deployment before claiming: a run whose deployment is gone is
+            // cancelled (the server would ABORT its Pending anyway).
+            if let Some(dep_id) = run.flow_run.deployment_id {
+                match client.read_deployment(dep_id).await {
+                    Ok(Some(d)) => run.deployment = Some(d),
+                    Ok(None) => {
+                        let msg = format!("Deployment {dep_id} no longer exists, cancelled run.");
+                        run.logger.error(msg.clone());
+                        set_cancelled(client, id, &msg).await.map_err(fail(Phase::Claim))?;
+                        return Ok(Phase::Done);
+                    }
+                    Err(e) => return Err((e.into(), Phase::Claim)),
+                }
             }
             let proposed = StateCreate::new(StateType::Pending, "Pending", id);
             let resp = client
@@ -387,19 +404,7 @@ async fn configure<I: Infrastructure>(run: &mut RunState<I>) -> StepResult<I::Jo
     let shared = run.shared.clone();
     let client = &shared.client;
     let fr = run.flow_run.clone();
-    let deployment: Option<Deployment> = match fr.deployment_id {
-        Some(dep_id) => match client.read_deployment(dep_id).await {
-            Ok(Some(d)) => Some(d),
-            Ok(None) => {
-                let msg = format!("Deployment {dep_id} no longer exists, cancelled run.");
-                run.logger.error(msg.clone());
-                set_cancelled(client, fr.id, &msg).await.map_err(fail(Phase::Configure))?;
-                return Ok(Phase::Done);
-            }
-            Err(e) => return Err((e.into(), Phase::Configure)),
-        },
-        None => None,
-    };
+    let deployment: Option<Deployment> = run.deployment.clone();
     let flow: Flow = client.read_flow(fr.flow_id).await.map_err(fail(Phase::Configure))?;
     run.logger.info(format!(
         "Worker '{}' submitting flow run '{}'",
