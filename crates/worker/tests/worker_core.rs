@@ -402,7 +402,12 @@ async fn authenticates_with_an_auth_string_and_reports_refusal_clearly() {
     let err = prefect_aci_worker::run(c.clone(), FakeInfra::default(), CancellationToken::new())
         .await
         .expect_err("must be refused");
-    let chain = format!("{err} {:?}", err);
+    let mut chain = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(e) = source {
+        chain.push_str(&format!(": {e}"));
+        source = e.source();
+    }
     assert!(chain.contains("refused our credentials"), "{chain}");
     assert!(!chain.contains(&auth));
     // With the auth string: the pool is created and a run is claimed.
