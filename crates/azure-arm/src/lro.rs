@@ -188,7 +188,7 @@ impl Poller {
                     }
                 }
                 404 if self.kind == LroKind::Delete => PollStatus::Succeeded(None),
-                s if s >= 400 && s < 500 => {
+                s if (400..500).contains(&s) && s != 408 && s != 429 => {
                     return Err(self.failed("Failed", parse_error_body(&resp.body), &resp.request_id));
                 }
                 _ => return Err(http_error(&Method::GET, url.path(), &resp)),

@@ -206,7 +206,7 @@ mod tests {
 
     #[test]
     fn request_url_shape() {
-        let http = reqwest::Client::new();
+        let http = crate::http::build_http_client(&Default::default()).unwrap();
         let c = ManagedIdentityCredential::new(
             http,
             ManagedIdentityOptions {
