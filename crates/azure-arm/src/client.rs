@@ -122,7 +122,9 @@ pub struct ArmClient {
 
 impl std::fmt::Debug for ArmClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ArmClient").field("endpoint", &self.inner.endpoint.as_str()).finish_non_exhaustive()
+        f.debug_struct("ArmClient")
+            .field("endpoint", &self.inner.endpoint.as_str())
+            .finish_non_exhaustive()
     }
 }
 
@@ -227,14 +229,18 @@ impl ArmClient {
             })
             .map_err(ArmError::Config)?,
         };
-        if config.endpoint.cannot_be_a_base() || !matches!(config.endpoint.scheme(), "http" | "https") {
+        if config.endpoint.cannot_be_a_base()
+            || !matches!(config.endpoint.scheme(), "http" | "https")
+        {
             return Err(ArmError::InvalidUrl {
                 url: config.endpoint.to_string(),
                 reason: "the ARM endpoint must be an http(s) base URL".to_owned(),
             });
         }
-        let credential: Arc<dyn TokenCredential> =
-            Arc::new(CachedCredential::with_refresh_margin(config.credential, config.token_refresh_margin));
+        let credential: Arc<dyn TokenCredential> = Arc::new(CachedCredential::with_refresh_margin(
+            config.credential,
+            config.token_refresh_margin,
+        ));
         Ok(ArmClient {
             inner: Arc::new(Inner {
                 endpoint: config.endpoint,
@@ -262,11 +268,17 @@ impl ArmClient {
     }
 
     /// `{endpoint}{path}?api-version=...&{query}`.
-    pub fn url_for(&self, path: &str, api_version: &str, query: &[(&str, &str)]) -> Result<Url, ArmError> {
+    pub fn url_for(
+        &self,
+        path: &str,
+        api_version: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Url, ArmError> {
         if !path.starts_with('/') || path.contains('?') || path.contains('#') {
             return Err(ArmError::InvalidUrl {
                 url: path.to_owned(),
-                reason: "a resource path must start with '/' and carry no query or fragment".to_owned(),
+                reason: "a resource path must start with '/' and carry no query or fragment"
+                    .to_owned(),
             });
         }
         let base = self.inner.endpoint.as_str().trim_end_matches('/');
@@ -287,22 +299,39 @@ impl ArmClient {
     /// Parses a server-provided absolute URL and checks that it points at our endpoint.
     pub(crate) fn trusted_url(&self, raw: &str) -> Result<Url, ArmError> {
         let redacted = raw.split('?').next().unwrap_or("").to_owned();
-        let url = Url::parse(raw).map_err(|e| ArmError::InvalidUrl { url: redacted.clone(), reason: e.to_string() })?;
+        let url = Url::parse(raw).map_err(|e| ArmError::InvalidUrl {
+            url: redacted.clone(),
+            reason: e.to_string(),
+        })?;
         let ep = &self.inner.endpoint;
-        if url.scheme() != ep.scheme() || url.host_str() != ep.host_str() || url.port_or_known_default() != ep.port_or_known_default() {
+        if url.scheme() != ep.scheme()
+            || url.host_str() != ep.host_str()
+            || url.port_or_known_default() != ep.port_or_known_default()
+        {
             return Err(ArmError::InvalidUrl {
                 url: redacted,
-                reason: format!("it is not on the ARM endpoint {ep}; refusing to send the bearer token there"),
+                reason: format!(
+                    "it is not on the ARM endpoint {ep}; refusing to send the bearer token there"
+                ),
             });
         }
         Ok(url)
     }
 
-    pub(crate) async fn send(&self, method: Method, url: &Url, body: Option<&[u8]>) -> Result<RawResponse, ArmError> {
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<&[u8]>,
+    ) -> Result<RawResponse, ArmError> {
         self.inner.pipeline.send(method, url, body).await
     }
 
-    fn decode<T: DeserializeOwned>(method: &Method, url: &Url, resp: &RawResponse) -> Result<T, ArmError> {
+    fn decode<T: DeserializeOwned>(
+        method: &Method,
+        url: &Url,
+        resp: &RawResponse,
+    ) -> Result<T, ArmError> {
         serde_json::from_slice(&resp.body).map_err(|source| ArmError::Decode {
             method: method.to_string(),
             path: url.path().to_owned(),
@@ -311,7 +340,11 @@ impl ArmClient {
         })
     }
 
-    fn encode<B: Serialize + ?Sized>(method: &Method, url: &Url, body: &B) -> Result<Vec<u8>, ArmError> {
+    fn encode<B: Serialize + ?Sized>(
+        method: &Method,
+        url: &Url,
+        body: &B,
+    ) -> Result<Vec<u8>, ArmError> {
         serde_json::to_vec(body).map_err(|source| ArmError::Decode {
             method: method.to_string(),
             path: url.path().to_owned(),
@@ -321,7 +354,11 @@ impl ArmClient {
     }
 
     /// `GET path`: the resource as `T`.
-    pub async fn get<T: DeserializeOwned>(&self, path: &str, api_version: &str) -> Result<T, ArmError> {
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        api_version: &str,
+    ) -> Result<T, ArmError> {
         self.get_with_query(path, api_version, &[]).await
     }
 
@@ -341,7 +378,11 @@ impl ArmClient {
     }
 
     /// `GET path`, with 404 mapped to `None`.
-    pub async fn get_opt<T: DeserializeOwned>(&self, path: &str, api_version: &str) -> Result<Option<T>, ArmError> {
+    pub async fn get_opt<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        api_version: &str,
+    ) -> Result<Option<T>, ArmError> {
         let url = self.url_for(path, api_version, &[])?;
         let resp = self.send(Method::GET, &url, None).await?;
         if resp.status == 404 {
@@ -383,8 +424,14 @@ impl ArmClient {
             Some(Self::decode(&Method::PUT, &url, &resp)?)
         };
         let state = value.as_ref().and_then(crate::lro::provisioning_state);
-        let mode = self.lro_mode(&resp, state.as_deref().is_some_and(|s| !crate::lro::is_terminal(s)))?;
-        let poller = mode.map(|m| Poller::new(self.clone(), LroKind::Put, path, api_version, m, &resp));
+        let mode = self.lro_mode(
+            &resp,
+            state
+                .as_deref()
+                .is_some_and(|s| !crate::lro::is_terminal(s)),
+        )?;
+        let poller =
+            mode.map(|m| Poller::new(self.clone(), LroKind::Put, path, api_version, m, &resp));
         let body = value
             .map(|v| {
                 serde_json::from_value(v).map_err(|source| ArmError::Decode {
@@ -412,7 +459,14 @@ impl ArmClient {
             204 | 404 => Ok(DeleteOutcome::NotFound),
             202 => {
                 let mode = self.lro_mode(&resp, true)?.unwrap_or(PollMode::ResourceGet);
-                Ok(DeleteOutcome::Accepted(Poller::new(self.clone(), LroKind::Delete, path, api_version, mode, &resp)))
+                Ok(DeleteOutcome::Accepted(Poller::new(
+                    self.clone(),
+                    LroKind::Delete,
+                    path,
+                    api_version,
+                    mode,
+                    &resp,
+                )))
             }
             s if (200..300).contains(&s) => Ok(DeleteOutcome::Deleted),
             _ => Err(http_error(&Method::DELETE, url.path(), &resp)),
@@ -428,7 +482,9 @@ impl ArmClient {
         body: Option<&B>,
     ) -> Result<ActionOutcome, ArmError> {
         let url = self.url_for(path, api_version, &[])?;
-        let bytes = body.map(|b| Self::encode(&Method::POST, &url, b)).transpose()?;
+        let bytes = body
+            .map(|b| Self::encode(&Method::POST, &url, b))
+            .transpose()?;
         let resp = self.send(Method::POST, &url, bytes.as_deref()).await?;
         if !resp.is_success() {
             return Err(http_error(&Method::POST, url.path(), &resp));
@@ -436,7 +492,11 @@ impl ArmClient {
         let value = if resp.body.iter().all(u8::is_ascii_whitespace) {
             None
         } else {
-            Some(Self::decode::<serde_json::Value>(&Method::POST, &url, &resp)?)
+            Some(Self::decode::<serde_json::Value>(
+                &Method::POST,
+                &url,
+                &resp,
+            )?)
         };
         let poller = if resp.status == 202 {
             self.lro_mode(&resp, false)?
@@ -444,16 +504,29 @@ impl ArmClient {
         } else {
             None
         };
-        Ok(ActionOutcome { status: resp.status, body: value, request_id: resp.request_id.clone(), poller })
+        Ok(ActionOutcome {
+            status: resp.status,
+            body: value,
+            request_id: resp.request_id.clone(),
+            poller,
+        })
     }
 
     /// `POST path` without a body.
-    pub async fn post_empty(&self, path: &str, api_version: &str) -> Result<ActionOutcome, ArmError> {
+    pub async fn post_empty(
+        &self,
+        path: &str,
+        api_version: &str,
+    ) -> Result<ActionOutcome, ArmError> {
         self.post_action::<()>(path, api_version, None).await
     }
 
     /// `GET path` of a collection, following `nextLink` until it is absent.
-    pub async fn list<T: DeserializeOwned>(&self, path: &str, api_version: &str) -> Result<Vec<T>, ArmError> {
+    pub async fn list<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        api_version: &str,
+    ) -> Result<Vec<T>, ArmError> {
         let mut url = self.url_for(path, api_version, &[])?;
         let mut items = Vec::new();
         for _ in 0..MAX_PAGES {
@@ -470,7 +543,9 @@ impl ArmClient {
                     if next == url {
                         return Err(ArmError::InvalidUrl {
                             url: next.path().to_owned(),
-                            reason: "nextLink points at the page just read; stopping to avoid a loop".to_owned(),
+                            reason:
+                                "nextLink points at the page just read; stopping to avoid a loop"
+                                    .to_owned(),
                         });
                     }
                     url = next;
@@ -485,7 +560,11 @@ impl ArmClient {
 
     /// Picks how to poll: `Azure-AsyncOperation`, else `Location`, else the
     /// resource itself when `resource_fallback` is set.
-    fn lro_mode(&self, resp: &RawResponse, resource_fallback: bool) -> Result<Option<PollMode>, ArmError> {
+    fn lro_mode(
+        &self,
+        resp: &RawResponse,
+        resource_fallback: bool,
+    ) -> Result<Option<PollMode>, ArmError> {
         if let Some(u) = resp.header("azure-asyncoperation") {
             return Ok(Some(PollMode::AsyncOperation(self.trusted_url(u)?)));
         }

@@ -194,27 +194,53 @@ mod tests {
     fn default_is_public_cloud() {
         let c = env(&[]).unwrap();
         assert_eq!(c.cloud, AzureCloud::public());
-        assert_eq!(c.cloud.resource_manager.as_str(), "https://management.azure.com/");
+        assert_eq!(
+            c.cloud.resource_manager.as_str(),
+            "https://management.azure.com/"
+        );
         assert_eq!(c.imds_endpoint.as_str(), "http://169.254.169.254/");
         assert!(c.client_id.is_none() && c.client_secret.is_none());
     }
 
     #[test]
     fn each_named_cloud() {
-        let gov = env(&[("AZURE_ENVIRONMENT", "AzureUSGovernment")]).unwrap().cloud;
-        assert_eq!(gov.authority_host.as_str(), "https://login.microsoftonline.us/");
-        assert_eq!(gov.resource_manager.as_str(), "https://management.usgovcloudapi.net/");
-        assert_eq!(gov.token_scope, "https://management.usgovcloudapi.net/.default");
-        let cn = env(&[("AZURE_ENVIRONMENT", "azurechinacloud")]).unwrap().cloud;
-        assert_eq!(cn.authority_host.as_str(), "https://login.chinacloudapi.cn/");
-        assert_eq!(cn.token_scope, "https://management.chinacloudapi.cn/.default");
-        let public = env(&[("AZURE_ENVIRONMENT", "AzurePublicCloud")]).unwrap().cloud;
+        let gov = env(&[("AZURE_ENVIRONMENT", "AzureUSGovernment")])
+            .unwrap()
+            .cloud;
+        assert_eq!(
+            gov.authority_host.as_str(),
+            "https://login.microsoftonline.us/"
+        );
+        assert_eq!(
+            gov.resource_manager.as_str(),
+            "https://management.usgovcloudapi.net/"
+        );
+        assert_eq!(
+            gov.token_scope,
+            "https://management.usgovcloudapi.net/.default"
+        );
+        let cn = env(&[("AZURE_ENVIRONMENT", "azurechinacloud")])
+            .unwrap()
+            .cloud;
+        assert_eq!(
+            cn.authority_host.as_str(),
+            "https://login.chinacloudapi.cn/"
+        );
+        assert_eq!(
+            cn.token_scope,
+            "https://management.chinacloudapi.cn/.default"
+        );
+        let public = env(&[("AZURE_ENVIRONMENT", "AzurePublicCloud")])
+            .unwrap()
+            .cloud;
         assert_eq!(public, AzureCloud::public());
     }
 
     #[test]
     fn unknown_cloud_is_a_clear_error() {
-        let e = env(&[("AZURE_ENVIRONMENT", "Mars")]).unwrap_err().to_string();
+        let e = env(&[("AZURE_ENVIRONMENT", "Mars")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("AZURE_ENVIRONMENT") && e.contains("Mars"), "{e}");
     }
 
@@ -227,7 +253,10 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.cloud.resource_manager.as_str(), "http://127.0.0.1:8443/");
-        assert_eq!(c.cloud.authority_host.as_str(), "http://127.0.0.1:8443/aad/");
+        assert_eq!(
+            c.cloud.authority_host.as_str(),
+            "http://127.0.0.1:8443/aad/"
+        );
         assert_eq!(c.cloud.token_scope, "https://management.azure.com/.default");
         assert_eq!(c.imds_endpoint.as_str(), "http://127.0.0.1:9000/");
     }
@@ -238,7 +267,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("AZURE_RESOURCE_MANAGER_ENDPOINT"), "{e}");
-        let e = env(&[("AZURE_AUTHORITY_HOST", "ftp://x")]).unwrap_err().to_string();
+        let e = env(&[("AZURE_AUTHORITY_HOST", "ftp://x")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("http or https"), "{e}");
     }
 

@@ -179,7 +179,9 @@ impl ArmError {
     /// 404, or a `*NotFound` code.
     pub fn is_not_found(&self) -> bool {
         self.status() == Some(404)
-            || self.code().is_some_and(|c| c == "ResourceNotFound" || c == "ResourceGroupNotFound" || c == "NotFound")
+            || self.code().is_some_and(|c| {
+                c == "ResourceNotFound" || c == "ResourceGroupNotFound" || c == "NotFound"
+            })
     }
 
     /// 429 / `TooManyRequests` (after the client's own retries gave up).

@@ -19,7 +19,10 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { connect: Duration::from_secs(10), request: Duration::from_secs(60) }
+        Timeouts {
+            connect: Duration::from_secs(10),
+            request: Duration::from_secs(60),
+        }
     }
 }
 
@@ -77,7 +80,9 @@ fn load_ca(path: &Path) -> Result<Vec<reqwest::Certificate>, HttpClientError> {
         path: path.to_owned(),
         source,
     })?;
-    let invalid = || HttpClientError::InvalidCaFile { path: path.to_owned() };
+    let invalid = || HttpClientError::InvalidCaFile {
+        path: path.to_owned(),
+    };
     if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
         return Err(invalid());
     }
@@ -110,15 +115,21 @@ mod tests {
     #[test]
     fn missing_and_bogus_ca_files_are_clear_errors() {
         let missing = PathBuf::from("/nonexistent/ca.pem");
-        let e = build_http_client(&HttpClientConfig { ca_file: Some(missing), ..Default::default() })
-            .unwrap_err()
-            .to_string();
+        let e = build_http_client(&HttpClientConfig {
+            ca_file: Some(missing),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("/nonexistent/ca.pem"), "{e}");
         let bogus = std::env::temp_dir().join(format!("bogus-ca-{}.pem", uuid::Uuid::new_v4()));
         std::fs::write(&bogus, "hello").unwrap();
-        let e = build_http_client(&HttpClientConfig { ca_file: Some(bogus.clone()), ..Default::default() })
-            .unwrap_err()
-            .to_string();
+        let e = build_http_client(&HttpClientConfig {
+            ca_file: Some(bogus.clone()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
         let _ = std::fs::remove_file(&bogus);
         assert!(e.contains("no usable PEM certificate"), "{e}");
     }

@@ -59,7 +59,9 @@ mod pipeline;
 pub mod retry;
 pub mod throttle;
 
-pub use client::{ActionOutcome, ArmClient, ArmClientConfig, DeleteOutcome, PollingConfig, PutOutcome};
+pub use client::{
+    ActionOutcome, ArmClient, ArmClientConfig, DeleteOutcome, PollingConfig, PutOutcome,
+};
 pub use cloud::{AzureCloud, AzureEnvironmentConfig};
 pub use credential::{
     AccessToken, AzureCliCredential, CachedCredential, ChainedCredential, ClientSecretCredential,

@@ -61,7 +61,10 @@ pub enum PollStatus {
 
 /// `properties.provisioningState` of a resource body.
 pub fn provisioning_state(body: &Value) -> Option<String> {
-    body.get("properties")?.get("provisioningState")?.as_str().map(str::to_owned)
+    body.get("properties")?
+        .get("provisioningState")?
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// Whether an ARM status string is terminal (`Succeeded`, `Failed`, `Canceled`/`Cancelled`).
@@ -104,7 +107,13 @@ impl Poller {
     }
 
     /// Resumes polling an operation whose URL the caller kept (e.g. after a restart).
-    pub fn resume(client: ArmClient, kind: LroKind, resource_path: &str, api_version: &str, mode: PollMode) -> Self {
+    pub fn resume(
+        client: ArmClient,
+        kind: LroKind,
+        resource_path: &str,
+        api_version: &str,
+        mode: PollMode,
+    ) -> Self {
         let next_delay = client.inner.polling.default_interval;
         Poller {
             client,
@@ -151,7 +160,10 @@ impl Poller {
     pub async fn poll(&mut self) -> Result<PollStatus, ArmError> {
         let url = match &self.mode {
             PollMode::AsyncOperation(u) | PollMode::Location(u) => u.clone(),
-            PollMode::ResourceGet => self.client.url_for(&self.resource_path, &self.api_version, &[])?,
+            PollMode::ResourceGet => {
+                self.client
+                    .url_for(&self.resource_path, &self.api_version, &[])?
+            }
         };
         let resp = self.client.send(Method::GET, &url, None).await?;
         self.request_id = resp.request_id.clone();
@@ -179,25 +191,45 @@ impl Poller {
                 s if (200..300).contains(&s) => {
                     // Some services answer the Location URL with an operation
                     // status document instead of the final resource.
-                    match body.as_ref().and_then(|b| b.get("status")).and_then(Value::as_str) {
+                    match body
+                        .as_ref()
+                        .and_then(|b| b.get("status"))
+                        .and_then(Value::as_str)
+                    {
                         Some(st) if is_terminal(st) && !st.eq_ignore_ascii_case("succeeded") => {
                             let err = body.as_ref().and_then(|b| b.get("error").cloned());
-                            return Err(self.failed(st, err.and_then(|e| serde_json::from_value(e).ok()), &resp.request_id));
+                            return Err(self.failed(
+                                st,
+                                err.and_then(|e| serde_json::from_value(e).ok()),
+                                &resp.request_id,
+                            ));
                         }
                         _ => PollStatus::Succeeded(body),
                     }
                 }
                 404 if self.kind == LroKind::Delete => PollStatus::Succeeded(None),
                 s if (400..500).contains(&s) && s != 408 && s != 429 => {
-                    return Err(self.failed("Failed", parse_error_body(&resp.body), &resp.request_id));
+                    return Err(self.failed(
+                        "Failed",
+                        parse_error_body(&resp.body),
+                        &resp.request_id,
+                    ));
                 }
                 _ => return Err(http_error(&Method::GET, url.path(), &resp)),
             },
             PollMode::ResourceGet => match resp.status {
                 404 if self.kind == LroKind::Delete => PollStatus::Succeeded(None),
                 s if (200..300).contains(&s) => {
-                    let state = body.as_ref().and_then(provisioning_state).unwrap_or_else(|| "Succeeded".to_owned());
-                    self.classify(state, body, |b| b.get("properties")?.get("error").cloned(), &resp)?
+                    let state = body
+                        .as_ref()
+                        .and_then(provisioning_state)
+                        .unwrap_or_else(|| "Succeeded".to_owned());
+                    self.classify(
+                        state,
+                        body,
+                        |b| b.get("properties")?.get("error").cloned(),
+                        &resp,
+                    )?
                 }
                 _ => return Err(http_error(&Method::GET, url.path(), &resp)),
             },
@@ -221,7 +253,10 @@ impl Poller {
         if status.eq_ignore_ascii_case("succeeded") {
             Ok(PollStatus::Succeeded(body))
         } else if is_terminal(&status) {
-            let err = body.as_ref().and_then(error_of).and_then(|e| serde_json::from_value(e).ok());
+            let err = body
+                .as_ref()
+                .and_then(error_of)
+                .and_then(|e| serde_json::from_value(e).ok());
             Err(self.failed(&status, err, &resp.request_id))
         } else {
             Ok(PollStatus::InProgress(status))
@@ -255,15 +290,21 @@ impl Poller {
     /// resource itself, else a fresh GET (the ARM rule for PUT operations).
     pub async fn wait_for_resource<T: DeserializeOwned>(self) -> Result<T, ArmError> {
         let client = self.client.clone();
-        let (path, api_version, mode) = (self.resource_path.clone(), self.api_version.clone(), self.mode.clone());
+        let (path, api_version, mode) = (
+            self.resource_path.clone(),
+            self.api_version.clone(),
+            self.mode.clone(),
+        );
         let body = self.wait().await?;
         match (mode, body) {
-            (PollMode::ResourceGet, Some(b)) => serde_json::from_value(b).map_err(|source| ArmError::Decode {
-                method: "GET".to_owned(),
-                path: path.clone(),
-                request_id: String::new(),
-                source,
-            }),
+            (PollMode::ResourceGet, Some(b)) => {
+                serde_json::from_value(b).map_err(|source| ArmError::Decode {
+                    method: "GET".to_owned(),
+                    path: path.clone(),
+                    request_id: String::new(),
+                    source,
+                })
+            }
             _ => client.get(&path, &api_version).await,
         }
     }

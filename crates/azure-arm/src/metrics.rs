@@ -43,7 +43,8 @@ impl ArmMetrics {
 
     pub(crate) fn record_throttle_wait(&self, wait: Duration) {
         if !wait.is_zero() {
-            self.throttle_wait_micros.fetch_add(wait.as_micros() as u64, Ordering::Relaxed);
+            self.throttle_wait_micros
+                .fetch_add(wait.as_micros() as u64, Ordering::Relaxed);
         }
     }
 
@@ -56,7 +57,10 @@ impl ArmMetrics {
     /// Total requests with `status` across operations.
     pub fn count_status(&self, status: u16) -> u64 {
         let m = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        m.iter().filter(|((_, s), _)| *s == status).map(|(_, n)| n).sum()
+        m.iter()
+            .filter(|((_, s), _)| *s == status)
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// Total time spent waiting for client-side throttle tokens.
@@ -72,7 +76,11 @@ impl ArmMetrics {
     /// A consistent copy of all counters.
     pub fn snapshot(&self) -> ArmMetricsSnapshot {
         ArmMetricsSnapshot {
-            requests: self.requests.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            requests: self
+                .requests
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             retries: self.retries(),
             throttle_wait: self.throttle_wait(),
         }
@@ -115,15 +123,36 @@ mod tests {
     fn labels_drop_names() {
         let cg = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerInstance/containerGroups/cg1";
         assert_eq!(operation_label("PUT", cg), "PUT containerGroups");
-        assert_eq!(operation_label("GET", &format!("{cg}/containers/c/logs")), "GET containerGroups/containers/logs");
+        assert_eq!(
+            operation_label("GET", &format!("{cg}/containers/c/logs")),
+            "GET containerGroups/containers/logs"
+        );
         assert_eq!(
             operation_label("GET", "/subscriptions/s/providers/Microsoft.ContainerInstance/locations/eastus/operations/op1"),
             "GET locations/operations"
         );
-        assert_eq!(operation_label("POST", &format!("{cg}/stop")), "POST containerGroups/stop");
-        assert_eq!(operation_label("PUT", "/subscriptions/s/resourcegroups/rg"), "PUT resourcegroups");
-        assert_eq!(operation_label("POST", "/subscriptions/s/providers/Microsoft.ContainerInstance/register"), "POST register");
-        assert_eq!(operation_label("GET", "/subscriptions/s/providers/Microsoft.ContainerInstance"), "GET providers");
+        assert_eq!(
+            operation_label("POST", &format!("{cg}/stop")),
+            "POST containerGroups/stop"
+        );
+        assert_eq!(
+            operation_label("PUT", "/subscriptions/s/resourcegroups/rg"),
+            "PUT resourcegroups"
+        );
+        assert_eq!(
+            operation_label(
+                "POST",
+                "/subscriptions/s/providers/Microsoft.ContainerInstance/register"
+            ),
+            "POST register"
+        );
+        assert_eq!(
+            operation_label(
+                "GET",
+                "/subscriptions/s/providers/Microsoft.ContainerInstance"
+            ),
+            "GET providers"
+        );
     }
 
     #[test]

@@ -73,7 +73,12 @@ pub(crate) struct Pipeline {
 impl Pipeline {
     /// Sends one logical request (with retries) and returns the final
     /// response whatever its status; transport and credential failures are errors.
-    pub(crate) async fn send(&self, method: Method, url: &Url, body: Option<&[u8]>) -> Result<RawResponse, ArmError> {
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<&[u8]>,
+    ) -> Result<RawResponse, ArmError> {
         let path = url.path().to_owned();
         let operation = operation_label(method.as_str(), &path);
         let class = OperationClass::of(&method);
@@ -106,7 +111,17 @@ impl Pipeline {
                     "retrying ARM request"
                 );
             },
-            |attempt| self.attempt(attempt, &method, url, body, class, &operation, &client_request_id),
+            |attempt| {
+                self.attempt(
+                    attempt,
+                    &method,
+                    url,
+                    body,
+                    class,
+                    &operation,
+                    &client_request_id,
+                )
+            },
         )
         .instrument(span)
         .await;
@@ -136,13 +151,19 @@ impl Pipeline {
     ) -> Result<RawResponse, AttemptError> {
         let waited = self.throttle.acquire(class).await;
         self.metrics.record_throttle_wait(waited);
-        let token = self.credential.get_token(&self.scope).await.map_err(AttemptError::Credential)?;
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.token.expose())).map_err(|_| {
-            AttemptError::Credential(CredentialError::InvalidResponse {
-                credential: self.credential.name(),
-                reason: "the access token contains characters not allowed in an HTTP header".to_owned(),
-            })
-        })?;
+        let token = self
+            .credential
+            .get_token(&self.scope)
+            .await
+            .map_err(AttemptError::Credential)?;
+        let mut auth =
+            HeaderValue::from_str(&format!("Bearer {}", token.token.expose())).map_err(|_| {
+                AttemptError::Credential(CredentialError::InvalidResponse {
+                    credential: self.credential.name(),
+                    reason: "the access token contains characters not allowed in an HTTP header"
+                        .to_owned(),
+                })
+            })?;
         auth.set_sensitive(true);
         let mut req = self
             .http
@@ -151,7 +172,9 @@ impl Pipeline {
             .header("x-ms-client-request-id", client_request_id)
             .header("Accept", "application/json");
         if let Some(b) = body {
-            req = req.header(CONTENT_TYPE, "application/json").body(b.to_vec());
+            req = req
+                .header(CONTENT_TYPE, "application/json")
+                .body(b.to_vec());
         }
         let started = Instant::now();
         let sent = async {
@@ -172,7 +195,12 @@ impl Pipeline {
                     .to_owned();
                 self.metrics.record_response(operation, status);
                 tracing::debug!(attempt, status, request_id = %request_id, elapsed_ms, "ARM response");
-                Ok(RawResponse { status, headers, body, request_id })
+                Ok(RawResponse {
+                    status,
+                    headers,
+                    body,
+                    request_id,
+                })
             }
             Err(e) => {
                 self.metrics.record_response(operation, 0);
@@ -209,8 +237,18 @@ pub(crate) fn http_error(method: &Method, path: &str, resp: &RawResponse) -> Arm
         ),
         None => {
             let text = String::from_utf8_lossy(&resp.body);
-            let excerpt: String = text.lines().next().unwrap_or("").chars().take(200).collect();
-            let message = if excerpt.trim().is_empty() { "empty response body".to_owned() } else { excerpt };
+            let excerpt: String = text
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(200)
+                .collect();
+            let message = if excerpt.trim().is_empty() {
+                "empty response body".to_owned()
+            } else {
+                excerpt
+            };
             (None, message, Vec::new())
         }
     };

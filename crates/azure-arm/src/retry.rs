@@ -80,7 +80,10 @@ impl RetryPolicy {
     /// The computed (jittered, capped) backoff before retry number `retry`
     /// (1 = the wait after the first attempt).
     pub fn backoff(&self, retry: u32) -> Duration {
-        let exp = self.multiplier.max(1.0).powi(retry.saturating_sub(1).min(64) as i32);
+        let exp = self
+            .multiplier
+            .max(1.0)
+            .powi(retry.saturating_sub(1).min(64) as i32);
         let base = self.initial_delay.as_secs_f64() * exp;
         let jitter = self.jitter.clamp(0.0, 1.0);
         let factor = 1.0 - jitter + fastrand::f64() * 2.0 * jitter;
@@ -128,7 +131,12 @@ pub struct RetryEvent {
 ///
 /// `op` receives the 1-based attempt number. `on_retry` is called before each
 /// sleep (for logs and metrics).
-pub async fn run<T, F, Fut, C, O>(policy: &RetryPolicy, classify: C, mut on_retry: O, mut op: F) -> T
+pub async fn run<T, F, Fut, C, O>(
+    policy: &RetryPolicy,
+    classify: C,
+    mut on_retry: O,
+    mut op: F,
+) -> T
 where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = T>,
@@ -141,7 +149,10 @@ where
         let result = op(attempt).await;
         let (status, server_delay) = match classify(&result) {
             Verdict::Done => return result,
-            Verdict::Status { status, retry_after } => {
+            Verdict::Status {
+                status,
+                retry_after,
+            } => {
                 if !policy.retries_status(status) {
                     return result;
                 }
@@ -229,7 +240,10 @@ mod tests {
     #[test]
     fn retry_after_forms() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_470); // 2015-10-21 07:27:50 UTC
-        assert_eq!(parse_retry_after_value("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after_value("7", now),
+            Some(Duration::from_secs(7))
+        );
         assert_eq!(
             parse_retry_after_value("Wed, 21 Oct 2015 07:28:00 GMT", now),
             Some(Duration::from_secs(10))
@@ -259,13 +273,22 @@ mod tests {
         let out: u16 = run(
             &policy,
             |s: &u16| match *s {
-                429 => Verdict::Status { status: 429, retry_after: Some(Duration::from_secs(7)) },
+                429 => Verdict::Status {
+                    status: 429,
+                    retry_after: Some(Duration::from_secs(7)),
+                },
                 _ => Verdict::Done,
             },
             |e| waits.push((e.delay, e.from_server)),
             |_| {
                 let n = calls.fetch_add(1, Ordering::SeqCst);
-                async move { if n == 0 { 429 } else { 200 } }
+                async move {
+                    if n == 0 {
+                        429
+                    } else {
+                        200
+                    }
+                }
             },
         )
         .await;
@@ -276,11 +299,17 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn stops_at_max_attempts_and_skips_unlisted_statuses() {
-        let policy = RetryPolicy { max_attempts: 3, ..RetryPolicy::fast_for_tests() };
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::fast_for_tests()
+        };
         let calls = AtomicU32::new(0);
         let out: u16 = run(
             &policy,
-            |s: &u16| Verdict::Status { status: *s, retry_after: None },
+            |s: &u16| Verdict::Status {
+                status: *s,
+                retry_after: None,
+            },
             |_| {},
             |_| {
                 calls.fetch_add(1, Ordering::SeqCst);
@@ -293,7 +322,10 @@ mod tests {
         calls.store(0, Ordering::SeqCst);
         let out: u16 = run(
             &policy,
-            |s: &u16| Verdict::Status { status: *s, retry_after: None },
+            |s: &u16| Verdict::Status {
+                status: *s,
+                retry_after: None,
+            },
             |_| {},
             |_| {
                 calls.fetch_add(1, Ordering::SeqCst);
@@ -306,11 +338,17 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn max_elapsed_stops_a_long_server_wait() {
-        let policy = RetryPolicy { max_elapsed: Duration::from_secs(5), ..RetryPolicy::default() };
+        let policy = RetryPolicy {
+            max_elapsed: Duration::from_secs(5),
+            ..RetryPolicy::default()
+        };
         let calls = AtomicU32::new(0);
         let _: u16 = run(
             &policy,
-            |_: &u16| Verdict::Status { status: 429, retry_after: Some(Duration::from_secs(60)) },
+            |_: &u16| Verdict::Status {
+                status: 429,
+                retry_after: Some(Duration::from_secs(60)),
+            },
             |_| {},
             |_| {
                 calls.fetch_add(1, Ordering::SeqCst);

@@ -67,9 +67,18 @@ impl Default for ThrottleConfig {
     fn default() -> Self {
         ThrottleConfig {
             enabled: true,
-            reads: BucketConfig { capacity: 250.0, refill_per_sec: 25.0 },
-            writes: BucketConfig { capacity: 200.0, refill_per_sec: 10.0 },
-            deletes: BucketConfig { capacity: 200.0, refill_per_sec: 10.0 },
+            reads: BucketConfig {
+                capacity: 250.0,
+                refill_per_sec: 25.0,
+            },
+            writes: BucketConfig {
+                capacity: 200.0,
+                refill_per_sec: 10.0,
+            },
+            deletes: BucketConfig {
+                capacity: 200.0,
+                refill_per_sec: 10.0,
+            },
         }
     }
 }
@@ -77,7 +86,10 @@ impl Default for ThrottleConfig {
 impl ThrottleConfig {
     /// No client-side throttling.
     pub fn disabled() -> Self {
-        ThrottleConfig { enabled: false, ..Self::default() }
+        ThrottleConfig {
+            enabled: false,
+            ..Self::default()
+        }
     }
 }
 
@@ -92,7 +104,11 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket.
     pub fn new(config: BucketConfig, now: Instant) -> Self {
-        TokenBucket { config, tokens: config.capacity, last: now }
+        TokenBucket {
+            config,
+            tokens: config.capacity,
+            last: now,
+        }
     }
 
     fn refill(&mut self, now: Instant) {
@@ -157,7 +173,11 @@ impl Throttle {
             .unwrap_or_else(|p| p.into_inner())
             .reserve(Instant::now());
         if !wait.is_zero() {
-            tracing::debug!(?class, wait_ms = wait.as_millis() as u64, "client-side throttle: waiting for a token");
+            tracing::debug!(
+                ?class,
+                wait_ms = wait.as_millis() as u64,
+                "client-side throttle: waiting for a token"
+            );
             tokio::time::sleep(wait).await;
         }
         wait
@@ -180,7 +200,13 @@ mod tests {
     #[test]
     fn bucket_burst_then_refill_rate() {
         let t0 = Instant::now();
-        let mut b = TokenBucket::new(BucketConfig { capacity: 3.0, refill_per_sec: 10.0 }, t0);
+        let mut b = TokenBucket::new(
+            BucketConfig {
+                capacity: 3.0,
+                refill_per_sec: 10.0,
+            },
+            t0,
+        );
         for _ in 0..3 {
             assert_eq!(b.reserve(t0), Duration::ZERO);
         }
@@ -199,21 +225,35 @@ mod tests {
         let c = ThrottleConfig::default();
         assert_eq!((c.reads.capacity, c.reads.refill_per_sec), (250.0, 25.0));
         assert_eq!((c.writes.capacity, c.writes.refill_per_sec), (200.0, 10.0));
-        assert_eq!((c.deletes.capacity, c.deletes.refill_per_sec), (200.0, 10.0));
+        assert_eq!(
+            (c.deletes.capacity, c.deletes.refill_per_sec),
+            (200.0, 10.0)
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn acquire_waits_when_empty() {
         let cfg = ThrottleConfig {
-            writes: BucketConfig { capacity: 1.0, refill_per_sec: 2.0 },
+            writes: BucketConfig {
+                capacity: 1.0,
+                refill_per_sec: 2.0,
+            },
             ..ThrottleConfig::default()
         };
         let t = Throttle::new(&cfg);
         assert_eq!(t.acquire(OperationClass::Write).await, Duration::ZERO);
         let waited = t.acquire(OperationClass::Write).await;
-        assert!(waited >= Duration::from_millis(490) && waited <= Duration::from_millis(500), "{waited:?}");
+        assert!(
+            waited >= Duration::from_millis(490) && waited <= Duration::from_millis(500),
+            "{waited:?}"
+        );
         // Reads are a separate bucket.
         assert_eq!(t.acquire(OperationClass::Read).await, Duration::ZERO);
-        assert_eq!(Throttle::new(&ThrottleConfig::disabled()).acquire(OperationClass::Write).await, Duration::ZERO);
+        assert_eq!(
+            Throttle::new(&ThrottleConfig::disabled())
+                .acquire(OperationClass::Write)
+                .await,
+            Duration::ZERO
+        );
     }
 }

@@ -41,7 +41,9 @@ impl<'de> Deserialize<'de> for LenientU64 {
         match Raw::deserialize(d)? {
             Raw::N(n) => Ok(LenientU64(n)),
             Raw::F(f) if f.is_finite() && f >= 0.0 => Ok(LenientU64(f as u64)),
-            Raw::F(f) => Err(serde::de::Error::custom(format!("expected a non-negative number, got {f}"))),
+            Raw::F(f) => Err(serde::de::Error::custom(format!(
+                "expected a non-negative number, got {f}"
+            ))),
             Raw::S(s) => s.trim().parse::<u64>().map(LenientU64).map_err(|_| {
                 serde::de::Error::custom(format!("expected a number or numeric string, got {s:?}"))
             }),
@@ -65,10 +67,11 @@ pub struct TokenResponse {
 impl TokenResponse {
     /// Parses a token response; `credential` names the source in errors.
     pub fn parse(credential: &'static str, body: &[u8]) -> Result<AccessToken, CredentialError> {
-        let r: TokenResponse = serde_json::from_slice(body).map_err(|e| CredentialError::InvalidResponse {
-            credential,
-            reason: format!("token response is not the expected JSON ({e})"),
-        })?;
+        let r: TokenResponse =
+            serde_json::from_slice(body).map_err(|e| CredentialError::InvalidResponse {
+                credential,
+                reason: format!("token response is not the expected JSON ({e})"),
+            })?;
         if r.access_token.is_empty() {
             return Err(CredentialError::InvalidResponse {
                 credential,
@@ -77,7 +80,9 @@ impl TokenResponse {
         }
         let expires_on = match (r.expires_on, r.expires_in) {
             (Some(LenientU64(on)), _) => std::time::UNIX_EPOCH + Duration::from_secs(on),
-            (None, Some(LenientU64(secs))) => std::time::SystemTime::now() + Duration::from_secs(secs),
+            (None, Some(LenientU64(secs))) => {
+                std::time::SystemTime::now() + Duration::from_secs(secs)
+            }
             (None, None) => {
                 return Err(CredentialError::InvalidResponse {
                     credential,
@@ -85,7 +90,10 @@ impl TokenResponse {
                 })
             }
         };
-        Ok(AccessToken { token: Secret::new(r.access_token), expires_on })
+        Ok(AccessToken {
+            token: Secret::new(r.access_token),
+            expires_on,
+        })
     }
 }
 
@@ -99,7 +107,10 @@ struct AadErrorBody {
 /// (first line only; AAD descriptions carry trace ids but never secrets).
 pub fn describe_error_body(body: &[u8]) -> String {
     match serde_json::from_slice::<AadErrorBody>(body) {
-        Ok(AadErrorBody { error, error_description }) if error.is_some() || error_description.is_some() => {
+        Ok(AadErrorBody {
+            error,
+            error_description,
+        }) if error.is_some() || error_description.is_some() => {
             let desc = error_description
                 .as_deref()
                 .and_then(|d| d.lines().next())
@@ -127,15 +138,18 @@ pub fn describe_error_body(body: &[u8]) -> String {
 /// `{authority}/{tenant}/oauth2/v2.0/token`.
 pub fn token_url(authority_host: &Url, tenant_id: &str) -> Result<Url, CredentialError> {
     let valid_tenant = !tenant_id.is_empty()
-        && tenant_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        && tenant_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
     if !valid_tenant {
         return Err(CredentialError::Config(format!(
             "tenant id {tenant_id:?} is not valid; expected a GUID or a domain like contoso.onmicrosoft.com"
         )));
     }
     let base = authority_host.as_str().trim_end_matches('/');
-    Url::parse(&format!("{base}/{tenant_id}/oauth2/v2.0/token"))
-        .map_err(|e| CredentialError::Config(format!("invalid authority host {authority_host}: {e}")))
+    Url::parse(&format!("{base}/{tenant_id}/oauth2/v2.0/token")).map_err(|e| {
+        CredentialError::Config(format!("invalid authority host {authority_host}: {e}"))
+    })
 }
 
 /// Sends the client-credentials form POST and parses the result.
@@ -162,7 +176,15 @@ pub async fn request_token(
     let result = retry::run(
         &policy,
         classify_token_attempt,
-        |e| tracing::debug!(credential, attempt = e.attempt, status = e.status, delay_ms = e.delay.as_millis() as u64, "retrying token request"),
+        |e| {
+            tracing::debug!(
+                credential,
+                attempt = e.attempt,
+                status = e.status,
+                delay_ms = e.delay.as_millis() as u64,
+                "retrying token request"
+            )
+        },
         |_| async {
             let resp = http.post(url.clone()).form(&form).send().await?;
             let status = resp.status().as_u16();
@@ -213,29 +235,45 @@ mod tests {
         let body = br#"{"access_token":"abc","refresh_token":"","expires_in":"28799","expires_on":"1539927532","not_before":"1539898432","resource":"https://management.azure.com/","token_type":"Bearer"}"#;
         let t = TokenResponse::parse("x", body).unwrap();
         assert_eq!(t.token.expose(), "abc");
-        assert_eq!(t.expires_on, std::time::UNIX_EPOCH + Duration::from_secs(1_539_927_532));
+        assert_eq!(
+            t.expires_on,
+            std::time::UNIX_EPOCH + Duration::from_secs(1_539_927_532)
+        );
     }
 
     #[test]
     fn token_response_v2_integer_expires_in() {
         let body = br#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"tok"}"#;
         let t = TokenResponse::parse("x", body).unwrap();
-        let left = t.expires_on.duration_since(std::time::SystemTime::now()).unwrap();
+        let left = t
+            .expires_on
+            .duration_since(std::time::SystemTime::now())
+            .unwrap();
         assert!(left > Duration::from_secs(3590) && left <= Duration::from_secs(3599));
     }
 
     #[test]
     fn token_response_errors_do_not_echo_the_token() {
-        let e = TokenResponse::parse("x", br#"{"access_token":"secret-tok"}"#).unwrap_err().to_string();
-        assert!(e.contains("neither expires_in nor expires_on") && !e.contains("secret-tok"), "{e}");
-        let e = TokenResponse::parse("x", br#"{"access_token":"t","expires_in":"soon"}"#).unwrap_err().to_string();
+        let e = TokenResponse::parse("x", br#"{"access_token":"secret-tok"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("neither expires_in nor expires_on") && !e.contains("secret-tok"),
+            "{e}"
+        );
+        let e = TokenResponse::parse("x", br#"{"access_token":"t","expires_in":"soon"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("numeric string"), "{e}");
     }
 
     #[test]
     fn aad_error_descriptions() {
         let body = br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: x","error_codes":[7000215]}"#;
-        assert_eq!(describe_error_body(body), "invalid_client: AADSTS7000215: Invalid client secret provided.");
+        assert_eq!(
+            describe_error_body(body),
+            "invalid_client: AADSTS7000215: Invalid client secret provided."
+        );
         assert_eq!(describe_error_body(b"Bad Request"), "Bad Request");
         assert_eq!(describe_error_body(b""), "empty response body");
     }
@@ -244,11 +282,16 @@ mod tests {
     fn token_url_validates_tenant() {
         let host = Url::parse("https://login.microsoftonline.com/").unwrap();
         assert_eq!(
-            token_url(&host, "contoso.onmicrosoft.com").unwrap().as_str(),
+            token_url(&host, "contoso.onmicrosoft.com")
+                .unwrap()
+                .as_str(),
             "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
         );
         assert!(token_url(&host, "a/b").is_err());
         let nested = Url::parse("http://127.0.0.1:1/aad").unwrap();
-        assert_eq!(token_url(&nested, "t").unwrap().as_str(), "http://127.0.0.1:1/aad/t/oauth2/v2.0/token");
+        assert_eq!(
+            token_url(&nested, "t").unwrap().as_str(),
+            "http://127.0.0.1:1/aad/t/oauth2/v2.0/token"
+        );
     }
 }

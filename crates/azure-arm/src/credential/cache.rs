@@ -34,7 +34,11 @@ impl CachedCredential {
 
     /// Caches `inner`, refreshing `refresh_margin` before expiry.
     pub fn with_refresh_margin(inner: Arc<dyn TokenCredential>, refresh_margin: Duration) -> Self {
-        CachedCredential { inner, refresh_margin, slots: Mutex::new(HashMap::new()) }
+        CachedCredential {
+            inner,
+            refresh_margin,
+            slots: Mutex::new(HashMap::new()),
+        }
     }
 
     fn slot(&self, scope: &str) -> Slot {
@@ -56,7 +60,11 @@ impl TokenCredential for CachedCredential {
             }
             match self.inner.get_token(scope).await {
                 Ok(fresh) => {
-                    tracing::debug!(credential = self.inner.name(), scope, "acquired a new access token");
+                    tracing::debug!(
+                        credential = self.inner.name(),
+                        scope,
+                        "acquired a new access token"
+                    );
                     *cached = Some(fresh.clone());
                     Ok(fresh)
                 }

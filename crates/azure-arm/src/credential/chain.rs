@@ -31,7 +31,10 @@ struct Unconfigured {
 impl TokenCredential for Unconfigured {
     fn get_token<'a>(&'a self, _scope: &'a str) -> TokenFuture<'a> {
         Box::pin(async move {
-            Err(CredentialError::Unavailable { credential: self.name, reason: self.reason.clone() })
+            Err(CredentialError::Unavailable {
+                credential: self.name,
+                reason: self.reason.clone(),
+            })
         })
     }
 
@@ -50,7 +53,11 @@ pub struct ChainedCredential {
 impl ChainedCredential {
     /// A chain of `(label, source)` pairs; the label appears in the error listing.
     pub fn new(sources: Vec<(String, Arc<dyn TokenCredential>)>) -> Self {
-        ChainedCredential { name: "ChainedCredential", sources, selected: Mutex::new(None) }
+        ChainedCredential {
+            name: "ChainedCredential",
+            sources,
+            selected: Mutex::new(None),
+        }
     }
 
     /// The labels of the sources, in order.
@@ -115,8 +122,16 @@ impl ExplicitClientSecret {
     /// `Ok(None)` when nothing is set, `Ok(Some((client, tenant, secret)))` when
     /// everything is, else an error naming the missing fields.
     pub fn validate(&self) -> Result<Option<(String, String, Secret)>, CredentialError> {
-        let client = self.client_id.as_deref().map(str::trim).filter(|s| !s.is_empty());
-        let tenant = self.tenant_id.as_deref().map(str::trim).filter(|s| !s.is_empty());
+        let client = self
+            .client_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
+        let tenant = self
+            .tenant_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
         let secret = self.client_secret.as_ref().filter(|s| !s.is_empty());
         match (client, tenant, secret) {
             (None, None, None) => Ok(None),
@@ -184,7 +199,10 @@ impl DefaultAzureCredential {
 
         if let Some((client, tenant, secret)) = explicit.validate()? {
             let c = ClientSecretCredential::new(http.clone(), authority, &tenant, &client, secret)?;
-            sources.push(("ClientSecretCredential (aci_credentials)".to_owned(), Arc::new(c)));
+            sources.push((
+                "ClientSecretCredential (aci_credentials)".to_owned(),
+                Arc::new(c),
+            ));
         }
 
         let client_id = env.client_id.as_deref();
@@ -192,16 +210,23 @@ impl DefaultAzureCredential {
         let env_label = "EnvironmentCredential".to_owned();
         match (&env.client_secret, client_id, tenant_id) {
             (Some(secret), Some(c), Some(t)) => {
-                let cred = ClientSecretCredential::new(http.clone(), authority, t, c, secret.clone())?;
+                let cred =
+                    ClientSecretCredential::new(http.clone(), authority, t, c, secret.clone())?;
                 sources.push((env_label, Arc::new(cred)));
             }
             (Some(_), _, _) => sources.push((
                 env_label,
-                unconfigured("EnvironmentCredential", "AZURE_CLIENT_SECRET is set but AZURE_CLIENT_ID and/or AZURE_TENANT_ID are not"),
+                unconfigured(
+                    "EnvironmentCredential",
+                    "AZURE_CLIENT_SECRET is set but AZURE_CLIENT_ID and/or AZURE_TENANT_ID are not",
+                ),
             )),
             (None, _, _) => sources.push((
                 env_label,
-                unconfigured("EnvironmentCredential", "AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET are not all set"),
+                unconfigured(
+                    "EnvironmentCredential",
+                    "AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET are not all set",
+                ),
             )),
         }
 
@@ -246,7 +271,10 @@ impl DefaultAzureCredential {
 }
 
 fn unconfigured(name: &'static str, reason: &str) -> Arc<dyn TokenCredential> {
-    Arc::new(Unconfigured { name, reason: reason.to_owned() })
+    Arc::new(Unconfigured {
+        name,
+        reason: reason.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -255,15 +283,25 @@ mod tests {
 
     #[test]
     fn explicit_block_all_or_none() {
-        assert!(ExplicitClientSecret::default().validate().unwrap().is_none());
+        assert!(ExplicitClientSecret::default()
+            .validate()
+            .unwrap()
+            .is_none());
         let full = ExplicitClientSecret {
             client_id: Some("c".into()),
             tenant_id: Some("t".into()),
             client_secret: Some("s".into()),
         };
         assert!(full.validate().unwrap().is_some());
-        let partial = ExplicitClientSecret { client_id: Some("c".into()), client_secret: Some("hunter2".into()), ..Default::default() };
+        let partial = ExplicitClientSecret {
+            client_id: Some("c".into()),
+            client_secret: Some("hunter2".into()),
+            ..Default::default()
+        };
         let e = partial.validate().unwrap_err().to_string();
-        assert!(e.contains("missing: tenant_id") && !e.contains("hunter2"), "{e}");
+        assert!(
+            e.contains("missing: tenant_id") && !e.contains("hunter2"),
+            "{e}"
+        );
     }
 }

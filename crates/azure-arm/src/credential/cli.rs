@@ -24,7 +24,11 @@ pub struct AzureCliCredential {
 
 impl Default for AzureCliCredential {
     fn default() -> Self {
-        AzureCliCredential { program: PathBuf::from("az"), tenant_id: None, timeout: Duration::from_secs(20) }
+        AzureCliCredential {
+            program: PathBuf::from("az"),
+            tenant_id: None,
+            timeout: Duration::from_secs(20),
+        }
     }
 }
 
@@ -65,9 +69,15 @@ struct CliToken {
 
 /// Parses the JSON printed by `az account get-access-token`.
 pub fn parse_cli_output(stdout: &[u8]) -> Result<AccessToken, CredentialError> {
-    let invalid = |reason: String| CredentialError::InvalidResponse { credential: "AzureCliCredential", reason };
-    let t: CliToken = serde_json::from_slice(stdout)
-        .map_err(|e| invalid(format!("`az account get-access-token` printed unexpected JSON ({e})")))?;
+    let invalid = |reason: String| CredentialError::InvalidResponse {
+        credential: "AzureCliCredential",
+        reason,
+    };
+    let t: CliToken = serde_json::from_slice(stdout).map_err(|e| {
+        invalid(format!(
+            "`az account get-access-token` printed unexpected JSON ({e})"
+        ))
+    })?;
     if t.access_token.is_empty() {
         return Err(invalid("`az` printed an empty accessToken".to_owned()));
     }
@@ -76,9 +86,14 @@ pub fn parse_cli_output(stdout: &[u8]) -> Result<AccessToken, CredentialError> {
     } else if let Some(text) = t.expires_on_text.as_deref() {
         parse_local_time(text).ok_or_else(|| invalid(format!("cannot parse expiresOn {text:?}")))?
     } else {
-        return Err(invalid("`az` printed neither expires_on nor expiresOn".to_owned()));
+        return Err(invalid(
+            "`az` printed neither expires_on nor expiresOn".to_owned(),
+        ));
     };
-    Ok(AccessToken { token: Secret::new(t.access_token), expires_on })
+    Ok(AccessToken {
+        token: Secret::new(t.access_token),
+        expires_on,
+    })
 }
 
 fn parse_local_time(text: &str) -> Option<SystemTime> {
@@ -92,7 +107,14 @@ impl TokenCredential for AzureCliCredential {
         Box::pin(async move {
             let name = self.name();
             let mut cmd = tokio::process::Command::new(&self.program);
-            cmd.args(["account", "get-access-token", "--output", "json", "--scope", scope]);
+            cmd.args([
+                "account",
+                "get-access-token",
+                "--output",
+                "json",
+                "--scope",
+                scope,
+            ]);
             if let Some(t) = &self.tenant_id {
                 cmd.args(["--tenant", t]);
             }
@@ -128,10 +150,17 @@ impl TokenCredential for AzureCliCredential {
                     .chars()
                     .take(300)
                     .collect::<String>();
-                let hint = if stderr.contains("az login") { " (run `az login`)" } else { "" };
+                let hint = if stderr.contains("az login") {
+                    " (run `az login`)"
+                } else {
+                    ""
+                };
                 return Err(CredentialError::Unavailable {
                     credential: name,
-                    reason: format!("`az account get-access-token` failed with {}: {first}{hint}", output.status),
+                    reason: format!(
+                        "`az account get-access-token` failed with {}: {first}{hint}",
+                        output.status
+                    ),
                 });
             }
             parse_cli_output(&output.stdout)
@@ -152,7 +181,10 @@ mod tests {
         let out = br#"{"accessToken":"tok","expiresOn":"2030-01-02 03:04:05.000000","expires_on":1893553445,"subscription":"s","tenant":"t","tokenType":"Bearer"}"#;
         let t = parse_cli_output(out).unwrap();
         assert_eq!(t.token.expose(), "tok");
-        assert_eq!(t.expires_on, std::time::UNIX_EPOCH + Duration::from_secs(1_893_553_445));
+        assert_eq!(
+            t.expires_on,
+            std::time::UNIX_EPOCH + Duration::from_secs(1_893_553_445)
+        );
     }
 
     #[test]
@@ -160,23 +192,42 @@ mod tests {
         let out = br#"{"accessToken":"tok","expiresOn":"2030-01-02 03:04:05.000000","tokenType":"Bearer"}"#;
         let t = parse_cli_output(out).unwrap();
         let expected = chrono::Local
-            .from_local_datetime(&chrono::NaiveDate::from_ymd_opt(2030, 1, 2).unwrap().and_hms_opt(3, 4, 5).unwrap())
+            .from_local_datetime(
+                &chrono::NaiveDate::from_ymd_opt(2030, 1, 2)
+                    .unwrap()
+                    .and_hms_opt(3, 4, 5)
+                    .unwrap(),
+            )
             .earliest()
             .unwrap();
-        assert_eq!(t.expires_on, SystemTime::from(expected.with_timezone(&chrono::Utc)));
+        assert_eq!(
+            t.expires_on,
+            SystemTime::from(expected.with_timezone(&chrono::Utc))
+        );
     }
 
     #[test]
     fn bad_output_is_described_without_token() {
-        let e = parse_cli_output(br#"{"accessToken":"tok-123"}"#).unwrap_err().to_string();
-        assert!(e.contains("neither expires_on nor expiresOn") && !e.contains("tok-123"), "{e}");
+        let e = parse_cli_output(br#"{"accessToken":"tok-123"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("neither expires_on nor expiresOn") && !e.contains("tok-123"),
+            "{e}"
+        );
         assert!(parse_cli_output(b"ERROR: not logged in").is_err());
     }
 
     #[tokio::test]
     async fn missing_binary_is_unavailable() {
         let c = AzureCliCredential::new().with_program("/nonexistent/az-binary");
-        let e = c.get_token("https://management.azure.com/.default").await.unwrap_err();
-        assert!(e.is_unavailable() && e.to_string().contains("not found on PATH"), "{e}");
+        let e = c
+            .get_token("https://management.azure.com/.default")
+            .await
+            .unwrap_err();
+        assert!(
+            e.is_unavailable() && e.to_string().contains("not found on PATH"),
+            "{e}"
+        );
     }
 }

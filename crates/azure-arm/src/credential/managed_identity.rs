@@ -43,7 +43,8 @@ pub struct ManagedIdentityOptions {
 impl Default for ManagedIdentityOptions {
     fn default() -> Self {
         ManagedIdentityOptions {
-            endpoint: Url::parse(DEFAULT_IMDS_ENDPOINT).unwrap_or_else(|e| panic!("built-in IMDS URL: {e}")),
+            endpoint: Url::parse(DEFAULT_IMDS_ENDPOINT)
+                .unwrap_or_else(|e| panic!("built-in IMDS URL: {e}")),
             client_id: None,
             warmup: Duration::from_secs(30),
             warmup_initial_delay: Duration::from_millis(500),
@@ -70,12 +71,20 @@ pub fn scope_to_resource(scope: &str) -> String {
 
 impl ManagedIdentityCredential {
     /// A credential talking to `options.endpoint`.
-    pub fn new(http: reqwest::Client, options: ManagedIdentityOptions) -> Result<Self, CredentialError> {
+    pub fn new(
+        http: reqwest::Client,
+        options: ManagedIdentityOptions,
+    ) -> Result<Self, CredentialError> {
         let base = options.endpoint.as_str().trim_end_matches('/');
-        let token_path = Url::parse(&format!("{base}/metadata/identity/oauth2/token")).map_err(|e| {
-            CredentialError::Config(format!("invalid IMDS endpoint {}: {e}", options.endpoint))
-        })?;
-        Ok(ManagedIdentityCredential { http, options, token_path })
+        let token_path =
+            Url::parse(&format!("{base}/metadata/identity/oauth2/token")).map_err(|e| {
+                CredentialError::Config(format!("invalid IMDS endpoint {}: {e}", options.endpoint))
+            })?;
+        Ok(ManagedIdentityCredential {
+            http,
+            options,
+            token_path,
+        })
     }
 
     fn warmup_policy(&self) -> RetryPolicy {
@@ -115,7 +124,10 @@ impl TokenCredential for ManagedIdentityCredential {
                     Ok((s, _, _)) if (200..300).contains(s) => Verdict::Done,
                     // During warm-up a server Retry-After could exceed the budget
                     // and end the loop early; use our own backoff instead.
-                    Ok((s, _, _)) => Verdict::Status { status: *s, retry_after: None },
+                    Ok((s, _, _)) => Verdict::Status {
+                        status: *s,
+                        retry_after: None,
+                    },
                     Err(_) => Verdict::Transient,
                 },
                 |e| {
@@ -200,8 +212,14 @@ mod tests {
 
     #[test]
     fn resource_from_scope() {
-        assert_eq!(scope_to_resource("https://management.azure.com/.default"), "https://management.azure.com/");
-        assert_eq!(scope_to_resource("https://management.azure.com/"), "https://management.azure.com/");
+        assert_eq!(
+            scope_to_resource("https://management.azure.com/.default"),
+            "https://management.azure.com/"
+        );
+        assert_eq!(
+            scope_to_resource("https://management.azure.com/"),
+            "https://management.azure.com/"
+        );
     }
 
     #[test]

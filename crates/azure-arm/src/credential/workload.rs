@@ -35,7 +35,8 @@ impl WorkloadIdentityCredential {
     ) -> Result<Self, CredentialError> {
         if client_id.trim().is_empty() {
             return Err(CredentialError::Config(
-                "workload identity needs AZURE_CLIENT_ID alongside AZURE_FEDERATED_TOKEN_FILE".to_owned(),
+                "workload identity needs AZURE_CLIENT_ID alongside AZURE_FEDERATED_TOKEN_FILE"
+                    .to_owned(),
             ));
         }
         Ok(WorkloadIdentityCredential {
@@ -60,7 +61,10 @@ impl WorkloadIdentityCredential {
         if assertion.is_empty() {
             return Err(CredentialError::Unavailable {
                 credential: self.name(),
-                reason: format!("the federated token file {} is empty", self.token_file.display()),
+                reason: format!(
+                    "the federated token file {} is empty",
+                    self.token_file.display()
+                ),
             });
         }
         Ok(Secret::new(assertion))
@@ -78,7 +82,10 @@ impl TokenCredential for WorkloadIdentityCredential {
                 &self.token_url,
                 &self.client_id,
                 scope,
-                &[("client_assertion", &assertion), ("client_assertion_type", &assertion_type)],
+                &[
+                    ("client_assertion", &assertion),
+                    ("client_assertion_type", &assertion_type),
+                ],
             )
             .await
         })
