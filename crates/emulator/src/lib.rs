@@ -1,1 +1,3 @@
 //! placeholder
+pub mod arm_template;
+pub mod rbac;
