@@ -1374,10 +1374,17 @@ impl Token {
     }
 }
 
+/// Upper bound on strings and arrays a single function may generate (`padLeft`, `range`).
+const MAX_GENERATED_LEN: i64 = 10_000;
+
+/// Nesting limit for expressions; deeper input is refused instead of overflowing the stack.
+const MAX_EXPRESSION_DEPTH: usize = 64;
+
 struct Parser<'s> {
     source: &'s str,
     tokens: Vec<Token>,
     pos: usize,
+    depth: usize,
 }
 
 impl<'s> Parser<'s> {
@@ -1386,6 +1393,7 @@ impl<'s> Parser<'s> {
             source,
             tokens: Vec::new(),
             pos: 0,
+            depth: 0,
         }
     }
 
@@ -1437,6 +1445,19 @@ impl<'s> Parser<'s> {
     }
 
     fn expr(&mut self) -> Result<Expr, String> {
+        self.depth += 1;
+        if self.depth > MAX_EXPRESSION_DEPTH {
+            return Err(format!(
+                "The language expression '{}' nests deeper than {MAX_EXPRESSION_DEPTH} levels.",
+                self.source
+            ));
+        }
+        let result = self.postfix();
+        self.depth -= 1;
+        result
+    }
+
+    fn postfix(&mut self) -> Result<Expr, String> {
         let mut expr = self.primary()?;
         loop {
             match self.peek() {
@@ -1943,13 +1964,14 @@ impl Call<'_> {
                 } else {
                     s.len() as i64 - start
                 };
-                if start < 0 || len < 0 || start + len > s.len() as i64 {
+                let end = start.checked_add(len).unwrap_or(i64::MAX);
+                if start < 0 || len < 0 || end > s.len() as i64 {
                     return Err(self.err(
                         "The index and length parameters must refer to a location within the string.".to_string(),
                     ));
                 }
                 Ok(Value::String(
-                    s[start as usize..(start + len) as usize].iter().collect(),
+                    s[start as usize..end as usize].iter().collect(),
                 ))
             }
             "take" | "skip" => {
@@ -2096,7 +2118,14 @@ impl Call<'_> {
             "padleft" => {
                 self.count(2, 3)?;
                 let s = display_value(&a[0]);
-                let width = self.int_at(1)?.max(0) as usize;
+                let width = self.int_at(1)?;
+                // Bounded so a template cannot make the emulator allocate gigabytes.
+                if !(0..=MAX_GENERATED_LEN).contains(&width) {
+                    return Err(self.err(format!(
+                        "The template language function 'padLeft' needs a total length between 0 and {MAX_GENERATED_LEN}."
+                    )));
+                }
+                let width = width as usize;
                 let pad = if a.len() == 3 {
                     self.string_at(2)?
                 } else {
@@ -2185,7 +2214,9 @@ impl Call<'_> {
                     ));
                 }
                 Ok(Value::Array(
-                    (start..start + count).map(Value::from).collect(),
+                    (start..start.saturating_add(count))
+                        .map(Value::from)
+                        .collect(),
                 ))
             }
             "min" | "max" => {
@@ -3312,6 +3343,28 @@ mod tests {
         assert!(err("[add(99999999999999999999, 1)]")
             .to_string()
             .contains("not a valid integer"));
+    }
+
+    #[test]
+    fn hostile_inputs_are_refused_not_crashing() {
+        assert!(
+            err("[substring('abc', 9223372036854775807, 9223372036854775807)]")
+                .to_string()
+                .contains("within the string")
+        );
+        assert!(err("[padLeft('a', 100000000)]")
+            .to_string()
+            .contains("total length between 0 and 10000"));
+        assert!(err("[range(0, 100000)]")
+            .to_string()
+            .contains("count between 0 and 10000"));
+        assert_eq!(ok("[length(range(9223372036854775800, 3))]"), json!(3));
+        let deep = format!("[{}'x'{}]", "concat(".repeat(100), ")".repeat(100));
+        assert!(err(&deep)
+            .to_string()
+            .contains("nests deeper than 64 levels"));
+        let fine = format!("[{}'x'{}]", "concat(".repeat(30), ")".repeat(30));
+        assert_eq!(ok(&fine), json!("x"));
     }
 
     #[test]
