@@ -27,7 +27,8 @@
 //! `[[`, which escapes a literal `[` (`"[[x]"` is the string `[x]`). Inside, string literals
 //! use single quotes with `''` as the escape, integers may be negative, function names and
 //! property names are case-insensitive, and results can be dereferenced with `.name`,
-//! `['name']` and `[0]`. `if()` evaluates only the branch it picks.
+//! `['name']` and `[0]`. `if()` evaluates only the branch it picks. Object keys are evaluated
+//! too, as ARM does for `"userAssignedIdentities": {"[resourceId(…)]": {}}`.
 //!
 //! Supported functions: `parameters`, `variables`, `deployment`, `resourceGroup`,
 //! `subscription`, `tenant`, `environment`, `resourceId`, `subscriptionResourceId`,
@@ -906,7 +907,30 @@ impl<'a> Evaluator<'a> {
             Value::Object(map) => {
                 let mut out = Map::new();
                 for (k, v) in map {
-                    out.insert(k.clone(), self.eval_value(v, &child_path(path, k), site)?);
+                    let kpath = child_path(path, k);
+                    // Keys may be expressions too: templates attach identities with
+                    // `"userAssignedIdentities": {"[resourceId(...)]": {}}`.
+                    let key = match self.eval_string(k, &kpath, site)? {
+                        Value::String(key) => key,
+                        other => {
+                            return Err(TemplateError::Expression {
+                                path: kpath,
+                                message: format!(
+                                    "A property name expression must evaluate to a string, not a value of type '{}'.",
+                                    jtoken_type(&other)
+                                ),
+                            })
+                        }
+                    };
+                    let value = self.eval_value(v, &kpath, site)?;
+                    if out.insert(key.clone(), value).is_some() {
+                        return Err(TemplateError::InvalidTemplate {
+                            path: kpath,
+                            message: format!(
+                                "The property name '{key}' occurs more than once after evaluation."
+                            ),
+                        });
+                    }
                 }
                 Ok(Value::Object(out))
             }
@@ -3346,6 +3370,19 @@ mod tests {
     }
 
     #[test]
+    fn property_name_expressions() {
+        assert_eq!(
+            eval(json!({"[concat('a', 'b')]": 1, "plain": 2})).unwrap(),
+            json!({"ab": 1, "plain": 2})
+        );
+        let e = eval(json!({"[length('ab')]": 1})).unwrap_err();
+        assert!(e.to_string().contains("must evaluate to a string"), "{e}");
+        let e = eval(json!({"[concat('a', 'b')]": 1, "ab": 2})).unwrap_err();
+        assert!(e.to_string().contains("occurs more than once"), "{e}");
+        assert_eq!(e.path(), "resources[0].properties.x.ab");
+    }
+
+    #[test]
     fn hostile_inputs_are_refused_not_crashing() {
         assert!(
             err("[substring('abc', 9223372036854775807, 9223372036854775807)]")
@@ -3513,7 +3550,10 @@ mod tests {
                     "type": "Microsoft.ContainerInstance/containerGroups", "apiVersion": "2023-05-01",
                     "name": "cg", "condition": true,
                     "dependsOn": ["[resourceId('Microsoft.Network/virtualNetworks/subnets', 'vnet', 'default')]"],
-                    "identity": {"type": "UserAssigned", "userAssignedIdentities": {"[[not-an-expression]": {}}},
+                    "identity": {"type": "UserAssigned", "userAssignedIdentities": {
+                        "[resourceId('Microsoft.ManagedIdentity/userAssignedIdentities', 'id')]": {},
+                        "[[literal]": {}
+                    }},
                     "tags": {"owner": "[deployment().name]"},
                     "sku": "Standard"
                 }
@@ -3550,10 +3590,16 @@ mod tests {
         );
         assert_eq!(cg.body["tags"], json!({"owner": "flow-deploy"}));
         assert_eq!(cg.body["sku"], json!("Standard"));
-        // Object keys are not expressions: they are kept verbatim.
-        assert!(cg.body["identity"]["userAssignedIdentities"]
-            .get("[[not-an-expression]")
-            .is_some());
+        // Object keys are evaluated too (and unescaped).
+        let ids = cg.body["identity"]["userAssignedIdentities"]
+            .as_object()
+            .unwrap();
+        let keys: Vec<&str> = ids.keys().map(String::as_str).collect();
+        let id = format!(
+            "{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id",
+            ctx().resource_group_id()
+        );
+        assert_eq!(keys, [id.as_str(), "[literal]"]);
         assert!(cg.body.get("condition").is_none() && cg.body.get("dependsOn").is_none());
 
         let with = evaluate(&template, &json!({"withIdentity": {"value": true}}), &ctx()).unwrap();
