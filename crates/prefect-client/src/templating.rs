@@ -1,1 +1,1006 @@
-//! placeholder
+//! Prefect's `{{ placeholder }}` templating, reproduced exactly (Prefect 3.9.1,
+//! `prefect/utilities/templating/__init__.py`).
+//!
+//! A work pool's base job template is JSON in which strings may hold placeholders. Prefect
+//! renders them in three passes, and a drop-in worker must render them the same way, because
+//! users write templates against Prefect's behaviour:
+//!
+//! 1. [`apply_values`] fills standard placeholders (`{{ cpu }}`, `{{ arr[0].x }}`) from the job
+//!    variables and `{{ $NAME }}` from the worker's environment.
+//! 2. [`resolve_block_document_references`] fills `{{ prefect.blocks.<slug>.<name>[.<path>] }}`
+//!    and replaces `{"$ref": {"block_document_id": ..}}` objects with block data.
+//! 3. [`resolve_variables`] fills `{{ prefect.variables.<name> }}`.
+//!
+//! # The rules every pass shares
+//!
+//! - A placeholder matches Python's regex `{{\s*([\w\.\-\[\]$]+)\s*}}`, where `\w` and `\s` are
+//!   Python's *Unicode* classes. They differ from Rust's (`\x1c` is a space in Python, some marks
+//!   are not word characters), so the classes come from tables generated from CPython itself
+//!   (`py_unicode.rs`).
+//! - A string that is exactly one placeholder is replaced by the *typed* value (a number stays a
+//!   number, an object stays an object). Anything else is text interpolation, where a value is
+//!   written as Python's `str()` would write it: `True`, `None`, `2.0`, `1e-05`,
+//!   `{'a': 1, 'b': [1, 2]}`. [`python_str`] reproduces that, down to `repr()`'s choice of quote
+//!   and its escapes for strings inside containers.
+//! - A missing standard placeholder that makes up the whole string removes the key (or list
+//!   item) that held it, so the worker's own default applies; embedded, it becomes `""`.
+//!
+//! Where Python's result depends on the iteration order of a `set` (two block placeholders in one
+//! string whose values contain each other's text), this module uses the order in which the
+//! placeholders appear; Python's answer there changes from run to run.
+
+mod py_unicode;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::{Map, Value};
+
+/// What a placeholder refers to, decided by the prefix of its name (Python's `PlaceholderType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PlaceholderKind {
+    /// A job variable, possibly a dotted or indexed path: `{{ cpu }}`, `{{ a.b[0] }}`.
+    Standard,
+    /// `{{ prefect.blocks.<slug>.<name>[.<path>] }}`.
+    BlockDocument,
+    /// `{{ prefect.variables.<name> }}`.
+    Variable,
+    /// `{{ $NAME }}`: the worker's environment variable `NAME`.
+    EnvVar,
+}
+
+impl PlaceholderKind {
+    /// Python's `PlaceholderType` value, e.g. `"block_document"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlaceholderKind::Standard => "standard",
+            PlaceholderKind::BlockDocument => "block_document",
+            PlaceholderKind::Variable => "variable",
+            PlaceholderKind::EnvVar => "env_var",
+        }
+    }
+
+    fn of(name: &str) -> Self {
+        if name.starts_with(BLOCK_PREFIX) {
+            PlaceholderKind::BlockDocument
+        } else if name.starts_with(VARIABLE_PREFIX) {
+            PlaceholderKind::Variable
+        } else if name.starts_with('$') {
+            PlaceholderKind::EnvVar
+        } else {
+            PlaceholderKind::Standard
+        }
+    }
+}
+
+/// One placeholder found in a template (Python's `Placeholder` named tuple).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Placeholder {
+    /// The matched text, braces and inner whitespace included: `"{{ cpu }}"`.
+    pub full_match: String,
+    /// The name between the braces: `"cpu"`.
+    pub name: String,
+    /// What the name refers to.
+    pub kind: PlaceholderKind,
+}
+
+const BLOCK_PREFIX: &str = "prefect.blocks.";
+const VARIABLE_PREFIX: &str = "prefect.variables.";
+
+/// A failure to read a block document or variable through a [`TemplateSource`].
+///
+/// "Not found" is not an error here: sources return `Ok(None)` for it, and the resolvers decide
+/// what it means (a crash for a block, `""` for a variable, as in Prefect).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SourceError {
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl SourceError {
+    /// An error with a message only.
+    pub fn new(message: impl Into<String>) -> Self {
+        SourceError {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error caused by another error, e.g. the HTTP client's.
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        SourceError {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+}
+
+/// Why a template could not be rendered. Prefect crashes the flow run in each of these cases.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplatingError {
+    /// `{{ prefect.blocks.<slug>.<name> }}` names a block document the server does not have.
+    #[error(
+        "block not found: '{name}' of type '{slug}' is referenced in the deployment or work pool \
+         configuration but does not exist; create the block or change the reference"
+    )]
+    BlockNotFound {
+        /// The block type slug.
+        slug: String,
+        /// The block document name.
+        name: String,
+    },
+    /// `{"$ref": {"block_document_id": ..}}` names a block document the server does not have.
+    #[error(
+        "block not found: id '{id}' is referenced in the deployment or work pool configuration \
+         but does not exist; create the block or change the reference"
+    )]
+    BlockIdNotFound {
+        /// The referenced id, as text.
+        id: String,
+    },
+    /// A block placeholder without both a type slug and a document name.
+    #[error(
+        "invalid block placeholder '{placeholder}': expected \
+         prefect.blocks.<block-type-slug>.<block-document-name>"
+    )]
+    InvalidBlockPlaceholder {
+        /// The placeholder's name.
+        placeholder: String,
+    },
+    /// A block placeholder's path (`.value.key`, `.list[0]`) is not in the block's data.
+    #[error(
+        "invalid template {template:?}: could not resolve the key path '{key_path}' in the data \
+         of block '{name}' of type '{slug}'"
+    )]
+    BlockKeyPathNotFound {
+        /// The template string holding the placeholder.
+        template: String,
+        /// The block type slug.
+        slug: String,
+        /// The block document name.
+        name: String,
+        /// The path after the block name.
+        key_path: String,
+    },
+    /// A block placeholder embedded in text resolved to an object or array.
+    #[error(
+        "invalid template {template:?}: block placeholder '{placeholder}' resolved to a {kind}, \
+         which cannot be used inside a string; reference a scalar attribute instead (for \
+         example '.value' or '.url')"
+    )]
+    InlineBlockNotScalar {
+        /// The template string holding the placeholder.
+        template: String,
+        /// The placeholder, braces included.
+        placeholder: String,
+        /// `dict` or `list`, in Prefect's words.
+        kind: &'static str,
+    },
+    /// An object has a `$ref` key whose value is not an object (Prefect fails on `.get`).
+    #[error(
+        "invalid block reference: the value of '$ref' must be an object like \
+         {{\"block_document_id\": \"<id>\"}}, found {found}"
+    )]
+    InvalidBlockReference {
+        /// The JSON type found instead.
+        found: &'static str,
+    },
+    /// Reading a block document or variable failed for a reason other than "not found".
+    #[error("{what}")]
+    Source {
+        /// What was being read.
+        what: String,
+        /// The source's error.
+        #[source]
+        source: SourceError,
+    },
+    /// The base job template is not shaped as Prefect requires.
+    #[error("invalid base job template: {0}")]
+    InvalidBaseJobTemplate(String),
+    /// The job configuration uses placeholders that are not declared variables.
+    #[error(
+        "invalid base job template: the job configuration uses undeclared variable(s) {}; \
+         every placeholder must be a property of the `variables` schema",
+        .names.join(", ")
+    )]
+    UndeclaredVariables {
+        /// The undeclared placeholder names, sorted.
+        names: Vec<String>,
+    },
+    /// Job variables that Prefect cannot merge (e.g. `env.A.B` next to a scalar `env.A`).
+    #[error("invalid job variables: {0}")]
+    InvalidJobVariables(String),
+}
+
+/// Where block documents and variables come from: the Prefect API in the worker, a fake in tests.
+///
+/// Each method returns `Ok(None)` when the object does not exist (HTTP 404). The futures are
+/// `Send` so a worker can render configurations inside spawned tasks.
+pub trait TemplateSource: Sync {
+    /// `GET /block_types/slug/{slug}/block_documents/name/{name}?include_secrets=true`, field
+    /// `data`.
+    fn block_document_by_slug_and_name(
+        &self,
+        slug: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Value>, SourceError>> + Send;
+
+    /// `GET /block_documents/{id}?include_secrets=true`, field `data`.
+    fn block_document_by_id(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Value>, SourceError>> + Send;
+
+    /// `GET /variables/name/{name}`, field `value`.
+    fn variable(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Value>, SourceError>> + Send;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding placeholders
+
+fn in_table(table: &[(u32, u32)], c: char) -> bool {
+    let c = c as u32;
+    table
+        .binary_search_by(|&(lo, hi)| {
+            if hi < c {
+                std::cmp::Ordering::Less
+            } else if lo > c {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        })
+        .is_ok()
+}
+
+fn is_py_space(c: char) -> bool {
+    in_table(py_unicode::SPACE, c)
+}
+
+/// Characters of the name class `[\w\.\-\[\]$]`.
+fn is_name_char(c: char) -> bool {
+    matches!(c, '.' | '-' | '[' | ']' | '$') || in_table(py_unicode::WORD, c)
+}
+
+/// One regex match: byte ranges of the whole placeholder and of its name.
+#[derive(Debug, Clone, Copy)]
+struct Match {
+    start: usize,
+    end: usize,
+    name_start: usize,
+    name_end: usize,
+}
+
+/// Tries `{{\s*([\w\.\-\[\]$]+)\s*}}` at byte `start`. The three inner classes are disjoint,
+/// so the greedy match without backtracking is the regex's only possible match.
+fn match_at(s: &str, start: usize) -> Option<Match> {
+    if !s.get(start..)?.starts_with("{{") {
+        return None;
+    }
+    let name_start = skip_while(s, start + 2, is_py_space);
+    let name_end = skip_while(s, name_start, is_name_char);
+    if name_end == name_start {
+        return None;
+    }
+    let close = skip_while(s, name_end, is_py_space);
+    s[close..].starts_with("}}").then_some(Match {
+        start,
+        end: close + 2,
+        name_start,
+        name_end,
+    })
+}
+
+/// The byte index after the run of characters matching `pred` that starts at byte `from`.
+fn skip_while(s: &str, from: usize, pred: fn(char) -> bool) -> usize {
+    from + s[from..]
+        .chars()
+        .take_while(|&c| pred(c))
+        .map(char::len_utf8)
+        .sum::<usize>()
+}
+
+/// All non-overlapping matches, leftmost first, as Python's `re.findall` / `re.sub` see them.
+fn scan(s: &str) -> Vec<Match> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(off) = s.get(from..).and_then(|rest| rest.find("{{")) {
+        let at = from + off;
+        match match_at(s, at) {
+            Some(m) => {
+                from = m.end;
+                out.push(m);
+            }
+            // `{` is one byte, so `at + 1` is a character boundary.
+            None => from = at + 1,
+        }
+    }
+    out
+}
+
+/// The distinct placeholders of one string, in order of first appearance.
+pub(crate) fn find_placeholders_in_str(s: &str) -> Vec<Placeholder> {
+    let mut out: Vec<Placeholder> = Vec::new();
+    for m in scan(s) {
+        let name = &s[m.name_start..m.name_end];
+        let p = Placeholder {
+            full_match: s[m.start..m.end].to_owned(),
+            name: name.to_owned(),
+            kind: PlaceholderKind::of(name),
+        };
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// All placeholders in a template: strings, and the values (not keys) of objects and arrays.
+///
+/// Prefect returns a set; this returns each distinct placeholder once, in order of appearance.
+pub fn find_placeholders(template: &Value) -> Vec<Placeholder> {
+    fn walk(v: &Value, out: &mut Vec<Placeholder>) {
+        match v {
+            Value::String(s) => {
+                for p in find_placeholders_in_str(s) {
+                    if !out.contains(&p) {
+                        out.push(p);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| walk(item, out)),
+            Value::Object(map) => map.values().for_each(|item| walk(item, out)),
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(template, &mut out);
+    out
+}
+
+/// The single placeholder that makes up all of `s`, if there is exactly one distinct placeholder
+/// and it is the whole string (Python's `len(placeholders) == 1 and full_match == template`).
+fn whole_placeholder<'p>(s: &str, placeholders: &'p [Placeholder]) -> Option<&'p Placeholder> {
+    match placeholders {
+        [only] if only.full_match == s => Some(only),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Looking up dotted paths (Python's `get_from_dict`)
+
+/// Python's `int(text)` for the text of one path segment, or `None` where `int()` raises.
+///
+/// A segment can only hold name characters, so there is no whitespace or `+` to handle; `int()`
+/// still accepts a `-` sign, `_` between digits and every Unicode decimal digit. Values beyond
+/// `i128` saturate: they are out of range of any list either way.
+fn py_int(text: &str) -> Option<i128> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let mut value: i128 = 0;
+    let mut previous_was_digit = false;
+    for c in digits.chars() {
+        if c == '_' {
+            if !previous_was_digit {
+                return None;
+            }
+            previous_was_digit = false;
+            continue;
+        }
+        let digit = decimal_value(c)?;
+        value = value.saturating_mul(10).saturating_add(i128::from(digit));
+        previous_was_digit = true;
+    }
+    if !previous_was_digit {
+        // Empty, or ends with `_`.
+        return None;
+    }
+    Some(if negative { -value } else { value })
+}
+
+fn decimal_value(c: char) -> Option<u32> {
+    let cp = c as u32;
+    let zeros = py_unicode::DECIMAL_ZEROS;
+    let idx = zeros.partition_point(|&z| z <= cp);
+    let zero = *zeros.get(idx.checked_sub(1)?)?;
+    (cp - zero < 10).then_some(cp - zero)
+}
+
+/// Python's `seq[index]` with negative indexes counting from the end.
+fn py_index(len: usize, index: i128) -> Option<usize> {
+    let len = i128::try_from(len).ok()?;
+    let index = if index < 0 { index + len } else { index };
+    (0..len)
+        .contains(&index)
+        .then(|| usize::try_from(index).ok())
+        .flatten()
+}
+
+/// Where a path walk currently stands. Indexing a string yields a one-character string that
+/// exists nowhere in the input, hence the owned variant.
+enum Node<'a> {
+    Map(&'a Map<String, Value>),
+    Value(&'a Value),
+    Char(char),
+}
+
+fn step<'a>(node: Node<'a>, key: &str) -> Option<Node<'a>> {
+    match node {
+        // JSON objects have string keys only, so Python's fallback to an integer key never hits.
+        Node::Map(map) | Node::Value(Value::Object(map)) => map.get(key).map(Node::Value),
+        Node::Value(Value::Array(items)) => items
+            .get(py_index(items.len(), py_int(key)?)?)
+            .map(Node::Value),
+        Node::Value(Value::String(s)) => {
+            let len = s.chars().count();
+            s.chars().nth(py_index(len, py_int(key)?)?).map(Node::Char)
+        }
+        Node::Char(c) => {
+            py_index(1, py_int(key)?)?;
+            Some(Node::Char(c))
+        }
+        // `True[0]`, `None[0]`, `1.5[0]`: TypeError, which `get_from_dict` turns into the default.
+        Node::Value(Value::Null | Value::Bool(_) | Value::Number(_)) => None,
+    }
+}
+
+fn get_path(root: Node<'_>, path: &str) -> Option<Value> {
+    let path = path.replace('[', ".").replace(']', "");
+    let mut node = root;
+    for key in path.split('.') {
+        node = step(node, key)?;
+    }
+    Some(match node {
+        Node::Map(map) => Value::Object(map.clone()),
+        Node::Value(v) => v.clone(),
+        Node::Char(c) => Value::String(c.to_string()),
+    })
+}
+
+/// Python's `get_from_dict(values, "a.b[0]")`: `None` where Prefect gets its default.
+pub fn get_from_dict(values: &Map<String, Value>, path: &str) -> Option<Value> {
+    get_path(Node::Map(values), path)
+}
+
+// ---------------------------------------------------------------------------------------------
+// apply_values
+
+/// Fills standard and `$ENV` placeholders in `template` (Python's `apply_values` with
+/// `remove_notset=True`). `None` is Prefect's `NotSet`: the template was exactly one missing
+/// standard placeholder, and the caller drops it.
+///
+/// Block and variable placeholders are left for the later passes. `env` reads the worker's
+/// environment; a missing variable renders as `""`.
+pub fn apply_values(
+    template: &Value,
+    values: &Map<String, Value>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<Value> {
+    match template {
+        Value::Null | Value::Bool(_) | Value::Number(_) => Some(template.clone()),
+        Value::String(s) => apply_to_string(s, values, env),
+        Value::Object(map) => Some(Value::Object(
+            map.iter()
+                .filter_map(|(k, v)| Some((k.clone(), apply_values(v, values, env)?)))
+                .collect(),
+        )),
+        Value::Array(items) => Some(Value::Array(
+            items
+                .iter()
+                .filter_map(|v| apply_values(v, values, env))
+                .collect(),
+        )),
+    }
+}
+
+fn apply_to_string(
+    s: &str,
+    values: &Map<String, Value>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<Value> {
+    let placeholders = find_placeholders_in_str(s);
+    if placeholders.is_empty() {
+        return Some(Value::String(s.to_owned()));
+    }
+    if let Some(p) = whole_placeholder(s, &placeholders) {
+        if p.kind == PlaceholderKind::Standard {
+            return get_from_dict(values, &p.name);
+        }
+    }
+    let mut replacements: HashMap<&str, String> = HashMap::new();
+    for p in &placeholders {
+        let text = match p.kind {
+            PlaceholderKind::Standard => get_from_dict(values, &p.name)
+                .map(|v| python_str(&v))
+                .unwrap_or_default(),
+            PlaceholderKind::EnvVar => env(p.name.trim_start_matches('$')).unwrap_or_default(),
+            PlaceholderKind::BlockDocument | PlaceholderKind::Variable => continue,
+        };
+        replacements.insert(&p.full_match, text);
+    }
+    // One pass over the original string: inserted text is never itself templated.
+    let mut out = String::with_capacity(s.len());
+    let mut last = 0;
+    for m in scan(s) {
+        out.push_str(&s[last..m.start]);
+        let full = &s[m.start..m.end];
+        out.push_str(replacements.get(full).map_or(full, String::as_str));
+        last = m.end;
+    }
+    out.push_str(&s[last..]);
+    Some(Value::String(out))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Python str() and repr()
+
+/// Python's `str()` of a JSON value as Prefect holds it after `json.loads`: a string is itself,
+/// everything else is its `repr()` (`True`, `None`, `1e-05`, `{'a': [1, 'x']}`).
+///
+/// JSON integers are Python `int`s and JSON numbers with a fraction or exponent are `float`s, so
+/// `1.0` prints as `1.0`. Integers beyond 64 bits reach Rust as floats (serde_json's limit) and
+/// print as floats, unlike Python.
+pub fn python_str(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => {
+            let mut out = String::new();
+            python_repr(other, &mut out);
+            out
+        }
+    }
+}
+
+fn python_repr(v: &Value, out: &mut String) {
+    match v {
+        Value::Null => out.push_str("None"),
+        Value::Bool(true) => out.push_str("True"),
+        Value::Bool(false) => out.push_str("False"),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                out.push_str(&i.to_string());
+            } else if let Some(u) = n.as_u64() {
+                out.push_str(&u.to_string());
+            } else {
+                out.push_str(&python_float_repr(n.as_f64().unwrap_or(f64::NAN)));
+            }
+        }
+        Value::String(s) => python_str_repr(s, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                python_repr(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (i, (k, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                python_str_repr(k, out);
+                out.push_str(": ");
+                python_repr(item, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// Python's `repr(float)`: the shortest digits that round-trip (Rust's `{:e}` finds the same
+/// digits), in positional notation for exponents -4..16 and scientific otherwise.
+pub fn python_float_repr(f: f64) -> String {
+    if f.is_nan() {
+        return "nan".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    if f == 0.0 {
+        return if f.is_sign_negative() {
+            "-0.0".into()
+        } else {
+            "0.0".into()
+        };
+    }
+    let sci = format!("{:e}", f.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let ndigits = i32::try_from(digits.len()).unwrap_or(i32::MAX);
+    // Python's `decpt`: the value is 0.<digits> x 10^decpt.
+    let decpt = exp + 1;
+    let mut out = String::new();
+    if f < 0.0 {
+        out.push('-');
+    }
+    if (-4 < decpt) && (decpt <= 16) {
+        if decpt <= 0 {
+            out.push_str("0.");
+            out.extend(std::iter::repeat_n('0', decpt.unsigned_abs() as usize));
+            out.push_str(&digits);
+        } else if decpt >= ndigits {
+            out.push_str(&digits);
+            out.extend(std::iter::repeat_n('0', (decpt - ndigits) as usize));
+            out.push_str(".0");
+        } else {
+            let (int, frac) = digits.split_at(decpt as usize);
+            out.push_str(int);
+            out.push('.');
+            out.push_str(frac);
+        }
+    } else {
+        let (first, rest) = digits.split_at(1);
+        out.push_str(first);
+        if !rest.is_empty() {
+            out.push('.');
+            out.push_str(rest);
+        }
+        out.push('e');
+        out.push(if exp < 0 { '-' } else { '+' });
+        out.push_str(&format!("{:02}", exp.unsigned_abs()));
+    }
+    out
+}
+
+/// Python's `repr(str)`: single quotes unless the text has `'` and no `"`; backslash escapes for
+/// the quote, `\\`, `\t`, `\n`, `\r`, and `\xNN`/`\uNNNN`/`\UNNNNNNNN` for what is not printable.
+pub fn python_str_repr(s: &str, out: &mut String) {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            c if c == quote || c == '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if (c as u32) < 0x7f => out.push(c),
+            c if in_table(py_unicode::PRINTABLE, c) => out.push(c),
+            c if (c as u32) <= 0xff => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) <= 0xffff => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push_str(&format!("\\U{:08x}", c as u32)),
+        }
+    }
+    out.push(quote);
+}
+
+/// Python's truthiness of a JSON value (`if value:`).
+pub(crate) fn py_truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(items) => !items.is_empty(),
+        Value::Object(map) => !map.is_empty(),
+    }
+}
+
+/// Python's type name of a JSON value, for error messages.
+pub(crate) fn py_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "NoneType",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_f64() => "float",
+        Value::Number(_) => "int",
+        Value::String(_) => "str",
+        Value::Array(_) => "list",
+        Value::Object(_) => "dict",
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Block documents
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Block documents read so far in one resolution pass: Prefect reads each one once.
+struct BlockCache<'s, S> {
+    source: &'s S,
+    by_name: HashMap<(String, String), Value>,
+    by_id: HashMap<String, Value>,
+}
+
+impl<S: TemplateSource> BlockCache<'_, S> {
+    async fn by_name(&mut self, slug: &str, name: &str) -> Result<Value, TemplatingError> {
+        let key = (slug.to_owned(), name.to_owned());
+        if let Some(data) = self.by_name.get(&key) {
+            return Ok(data.clone());
+        }
+        let data = self
+            .source
+            .block_document_by_slug_and_name(slug, name)
+            .await
+            .map_err(|source| TemplatingError::Source {
+                what: format!("reading block '{name}' of type '{slug}' failed"),
+                source,
+            })?
+            .ok_or_else(|| TemplatingError::BlockNotFound {
+                slug: slug.into(),
+                name: name.into(),
+            })?;
+        self.by_name.insert(key, data.clone());
+        Ok(data)
+    }
+
+    async fn by_id(&mut self, id: &str) -> Result<Value, TemplatingError> {
+        if let Some(data) = self.by_id.get(id) {
+            return Ok(data.clone());
+        }
+        let data = self
+            .source
+            .block_document_by_id(id)
+            .await
+            .map_err(|source| TemplatingError::Source {
+                what: format!("reading block document '{id}' failed"),
+                source,
+            })?
+            .ok_or_else(|| TemplatingError::BlockIdNotFound { id: id.into() })?;
+        self.by_id.insert(id.to_owned(), data.clone());
+        Ok(data)
+    }
+
+    /// The value one block placeholder stands for (Python's `_resolve_single_placeholder`).
+    async fn placeholder_value(
+        &mut self,
+        placeholder: &Placeholder,
+        template: &str,
+    ) -> Result<Value, TemplatingError> {
+        // Python removes the prefix with `str.replace`, i.e. everywhere in the name.
+        let rest = placeholder.name.replace(BLOCK_PREFIX, "");
+        let mut parts = rest.splitn(3, '.');
+        let (Some(slug), Some(name)) = (parts.next(), parts.next()) else {
+            return Err(TemplatingError::InvalidBlockPlaceholder {
+                placeholder: placeholder.name.clone(),
+            });
+        };
+        let key_path = parts.next();
+        let data = self.by_name(slug, name).await?;
+        // System blocks (Secret, JSON, String) hold one field, `value`, which is resolved by
+        // default, unless the path already starts at `value` (but `values.x` is inside it).
+        let data = match &data {
+            Value::Object(map) if map.len() == 1 && map.contains_key("value") => {
+                let points_at_value = key_path.is_some_and(|p| {
+                    p == "value" || p.starts_with("value.") || p.starts_with("value[")
+                });
+                if points_at_value {
+                    data
+                } else {
+                    map.get("value").cloned().unwrap_or(Value::Null)
+                }
+            }
+            _ => data,
+        };
+        match key_path {
+            None => Ok(data),
+            Some(path) => get_path(Node::Value(&data), path).ok_or_else(|| {
+                TemplatingError::BlockKeyPathNotFound {
+                    template: template.to_owned(),
+                    slug: slug.to_owned(),
+                    name: name.to_owned(),
+                    key_path: path.to_owned(),
+                }
+            }),
+        }
+    }
+
+    fn resolve<'a>(&'a mut self, template: Value) -> BoxFuture<'a, Result<Value, TemplatingError>>
+    where
+        S: 'a,
+    {
+        Box::pin(async move {
+            match template {
+                Value::Object(map) => {
+                    if let Some(reference) = map.get("$ref") {
+                        let Value::Object(reference) = reference else {
+                            return Err(TemplatingError::InvalidBlockReference {
+                                found: py_type_name(reference),
+                            });
+                        };
+                        if let Some(id) =
+                            reference.get("block_document_id").filter(|v| py_truthy(v))
+                        {
+                            return self.by_id(&python_str(id)).await;
+                        }
+                    }
+                    let mut out = Map::with_capacity(map.len());
+                    for (k, v) in map {
+                        let v = self.resolve(v).await?;
+                        out.insert(k, v);
+                    }
+                    Ok(Value::Object(out))
+                }
+                Value::Array(items) => {
+                    let mut out = Vec::with_capacity(items.len());
+                    for v in items {
+                        out.push(self.resolve(v).await?);
+                    }
+                    Ok(Value::Array(out))
+                }
+                Value::String(s) => self.resolve_string(s).await,
+                other => Ok(other),
+            }
+        })
+    }
+
+    async fn resolve_string(&mut self, s: String) -> Result<Value, TemplatingError> {
+        let placeholders = find_placeholders_in_str(&s);
+        if !placeholders
+            .iter()
+            .any(|p| p.kind == PlaceholderKind::BlockDocument)
+        {
+            return Ok(Value::String(s));
+        }
+        if let Some(p) = whole_placeholder(&s, &placeholders) {
+            // Only a block placeholder reaches here: the `any` above saw one.
+            return self.placeholder_value(p, &s).await;
+        }
+        // Inline: each block placeholder becomes `str()` of its value; others stay for later.
+        let mut result = s.clone();
+        for p in placeholders
+            .iter()
+            .filter(|p| p.kind == PlaceholderKind::BlockDocument)
+        {
+            let value = self.placeholder_value(p, &s).await?;
+            let kind = match value {
+                Value::Object(_) => Some("dict"),
+                Value::Array(_) => Some("list"),
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                return Err(TemplatingError::InlineBlockNotScalar {
+                    template: s,
+                    placeholder: p.full_match.clone(),
+                    kind,
+                });
+            }
+            result = result.replace(&p.full_match, &python_str(&value));
+        }
+        Ok(Value::String(result))
+    }
+}
+
+/// Replaces block references with block data (Python's `resolve_block_document_references`).
+///
+/// - `{"$ref": {"block_document_id": "<id>"}}` (any object with such a truthy `$ref`) becomes
+///   the block's `data`.
+/// - `"{{ prefect.blocks.<slug>.<name> }}"` becomes the block's data, or its `value` field for
+///   single-field system blocks such as Secret and JSON; `.<path>` selects inside it.
+/// - Embedded in text, the value is written with [`python_str`]; an object or array there is an
+///   error.
+///
+/// A block that does not exist is an error, as it crashes the flow run in Prefect.
+pub async fn resolve_block_document_references<S: TemplateSource>(
+    template: Value,
+    source: &S,
+) -> Result<Value, TemplatingError> {
+    let mut cache = BlockCache {
+        source,
+        by_name: HashMap::new(),
+        by_id: HashMap::new(),
+    };
+    cache.resolve(template).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Variables
+
+struct VariableCache<'s, S> {
+    source: &'s S,
+    values: HashMap<String, Option<Value>>,
+}
+
+impl<S: TemplateSource> VariableCache<'_, S> {
+    async fn read(&mut self, placeholder_name: &str) -> Result<Option<Value>, TemplatingError> {
+        // As in Prefect, the prefix is removed everywhere in the name.
+        let name = placeholder_name.replace(VARIABLE_PREFIX, "");
+        if let Some(value) = self.values.get(&name) {
+            return Ok(value.clone());
+        }
+        let value =
+            self.source
+                .variable(&name)
+                .await
+                .map_err(|source| TemplatingError::Source {
+                    what: format!("reading variable '{name}' failed"),
+                    source,
+                })?;
+        self.values.insert(name, value.clone());
+        Ok(value)
+    }
+
+    fn resolve<'a>(&'a mut self, template: Value) -> BoxFuture<'a, Result<Value, TemplatingError>>
+    where
+        S: 'a,
+    {
+        Box::pin(async move {
+            match template {
+                Value::String(s) => self.resolve_string(s).await,
+                Value::Object(map) => {
+                    let mut out = Map::with_capacity(map.len());
+                    for (k, v) in map {
+                        let v = self.resolve(v).await?;
+                        out.insert(k, v);
+                    }
+                    Ok(Value::Object(out))
+                }
+                Value::Array(items) => {
+                    let mut out = Vec::with_capacity(items.len());
+                    for v in items {
+                        out.push(self.resolve(v).await?);
+                    }
+                    Ok(Value::Array(out))
+                }
+                other => Ok(other),
+            }
+        })
+    }
+
+    async fn resolve_string(&mut self, s: String) -> Result<Value, TemplatingError> {
+        let placeholders = find_placeholders_in_str(&s);
+        if !placeholders
+            .iter()
+            .any(|p| p.kind == PlaceholderKind::Variable)
+        {
+            return Ok(Value::String(s));
+        }
+        if let Some(p) = whole_placeholder(&s, &placeholders) {
+            let value = self.read(&p.name).await?;
+            return Ok(value.unwrap_or_else(|| Value::String(String::new())));
+        }
+        let mut result = s;
+        for p in placeholders
+            .iter()
+            .filter(|p| p.kind == PlaceholderKind::Variable)
+        {
+            let text = self
+                .read(&p.name)
+                .await?
+                .map(|v| python_str(&v))
+                .unwrap_or_default();
+            result = result.replace(&p.full_match, &text);
+        }
+        Ok(Value::String(result))
+    }
+}
+
+/// Fills `{{ prefect.variables.<name> }}` placeholders (Python's `resolve_variables`).
+///
+/// A whole-string placeholder becomes the variable's typed value, an embedded one its
+/// [`python_str`]; a variable that does not exist becomes `""` in both cases.
+pub async fn resolve_variables<S: TemplateSource>(
+    template: Value,
+    source: &S,
+) -> Result<Value, TemplatingError> {
+    let mut cache = VariableCache {
+        source,
+        values: HashMap::new(),
+    };
+    cache.resolve(template).await
+}
