@@ -104,9 +104,19 @@ def print_tables() -> None:
 
 async def setup(prefix: str) -> dict[str, Any]:
     from prefect.blocks.core import Block
-    from prefect.blocks.system import JSON, Secret, String
+    from prefect.blocks.system import Secret
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import VariableCreate
+
+    # Prefect 3 ships only Secret among the single-`value` system blocks; these two stand in
+    # for the JSON and String blocks of Prefect 2 (one field named `value`).
+    class JSON(Block):
+        _block_type_slug = "tpl-json"
+        value: Any
+
+    class String(Block):
+        _block_type_slug = "tpl-string"
+        value: str
 
     class TplMulti(Block):
         """A block with several fields: its data is not unwrapped to `value`."""
@@ -119,17 +129,17 @@ async def setup(prefix: str) -> dict[str, Any]:
 
     blocks = {
         ("secret", f"{prefix}-secret"): Secret(value="s3cr3t-from-block"),
-        ("string", f"{prefix}-string"): String(value="plain 'quoted' \"text\" ü"),
-        ("json", f"{prefix}-json-dict"): JSON(
+        ("tpl-string", f"{prefix}-string"): String(value="plain 'quoted' \"text\" ü"),
+        ("tpl-json", f"{prefix}-json-dict"): JSON(
             value={"key": {"nested-key": "nested-value"}, "list": [{"list-key": "lv"}, 1, 2.5],
                    "flag": True, "none": None}
         ),
-        ("json", f"{prefix}-json-list"): JSON(value=[1, "two", {"three": 3.0}]),
-        ("json", f"{prefix}-json-num"): JSON(value=1e-05),
-        ("json", f"{prefix}-json-int"): JSON(value=42),
-        ("json", f"{prefix}-json-bool"): JSON(value=False),
-        ("json", f"{prefix}-json-null"): JSON(value=None),
-        ("json", f"{prefix}-json-tpl"): JSON(value="{{ prefect.variables." + prefix.replace("-", "_") + "_str }}"),
+        ("tpl-json", f"{prefix}-json-list"): JSON(value=[1, "two", {"three": 3.0}]),
+        ("tpl-json", f"{prefix}-json-num"): JSON(value=1e-05),
+        ("tpl-json", f"{prefix}-json-int"): JSON(value=42),
+        ("tpl-json", f"{prefix}-json-bool"): JSON(value=False),
+        ("tpl-json", f"{prefix}-json-null"): JSON(value=None),
+        ("tpl-json", f"{prefix}-json-tpl"): JSON(value="{{ prefect.variables." + prefix.replace("-", "_") + "_str }}"),
         ("tpl-multi", f"{prefix}-multi"): TplMulti(
             url="https://example.test/x", port=8443, nested={"a": {"b": [10, 20]}},
             values=["v0", "v1"],

@@ -29,6 +29,7 @@
 //! string whose values contain each other's text), this module uses the order in which the
 //! placeholders appear; Python's answer there changes from run to run.
 
+#[rustfmt::skip]
 mod py_unicode;
 
 use std::collections::HashMap;
