@@ -410,6 +410,10 @@ impl Gen {
             "quote",
             "\u{1d7ce}",
             "list[1]",
+            "क\u{93e}",
+            "a\u{345}",
+            "\u{b2}",
+            "\u{1e030}",
         ];
         let mut all: Vec<&str> = names.to_vec();
         all.extend_from_slice(extra);
@@ -495,6 +499,12 @@ impl Gen {
             ("\u{661}", json!("arabic one")),
             ("quote", json!("{{ a }} stays")),
             ("\u{1d7ce}", json!("math digit")),
+            // Word characters for Rust but not for Python 3.11 (a spacing mark, an
+            // Other_Alphabetic mark, a Unicode 15 letter), and one for both.
+            ("क\u{93e}", json!("devanagari")),
+            ("a\u{345}", json!("iota")),
+            ("\u{1e030}", json!("unicode 15")),
+            ("\u{b2}", json!("superscript two")),
         ];
         for (k, v) in fixed {
             match self.rng.u8(..6) {
@@ -732,6 +742,9 @@ async fn templating_matches_prefect() {
     ];
     for _ in 0..150 {
         printed.push(gen.value(3));
+    }
+    for _ in 0..100 {
+        printed.push(json!(gen.float()));
     }
     for v in printed {
         let rust = Outcome::Ok(Value::String(python_str(&v)));
