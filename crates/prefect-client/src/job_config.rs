@@ -366,3 +366,199 @@ fn dump_str(s: &str, out: &mut String) {
     }
     out.push('"');
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::templating::tests::FakeSource;
+
+    fn map(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => panic!("test input must be an object"),
+        }
+    }
+
+    fn keys(m: &Map<String, Value>) -> Vec<&str> {
+        m.keys().map(String::as_str).collect()
+    }
+
+    async fn render(template: Value, values: Value) -> Result<Map<String, Value>, TemplatingError> {
+        let env = |name: &str| (name == "WORKER_VAR").then(|| "from-worker".to_owned());
+        job_configuration_from_template_and_values(
+            &template,
+            &map(values),
+            &FakeSource::default(),
+            &env,
+        )
+        .await
+    }
+
+    #[test]
+    fn merge_merges_env_and_replaces_everything_else() {
+        let merged = merge_job_variables(
+            Some(&json!({"env": {"A": "d", "S": "d"}, "cpu": 1, "labels": {"x": "1"}})),
+            Some(&json!({"env": {"S": "r", "B": "r"}, "labels": {"y": "2"}, "memory": 2})),
+        );
+        assert_eq!(
+            Value::Object(merged.clone()),
+            json!({"env": {"A": "d", "S": "r", "B": "r"}, "cpu": 1, "labels": {"y": "2"}, "memory": 2})
+        );
+        assert_eq!(keys(&merged), ["env", "cpu", "labels", "memory"]);
+        assert_eq!(
+            keys(merged["env"].as_object().unwrap_or(&Map::new())),
+            ["A", "S", "B"]
+        );
+    }
+
+    #[test]
+    fn merge_replaces_env_when_the_deployment_has_no_env_object() {
+        let merged = merge_job_variables(
+            Some(&json!({"env": "{{ x }}"})),
+            Some(&json!({"env": {"B": "2"}})),
+        );
+        assert_eq!(Value::Object(merged), json!({"env": {"B": "2"}}));
+        assert_eq!(merge_job_variables(None, None), Map::new());
+    }
+
+    #[test]
+    fn defaults_skip_absent_and_null() {
+        let props = map(
+            json!({"a": {"default": 1}, "b": {"default": null}, "c": {"type": "string"}, "d": {"default": false}}),
+        );
+        assert_eq!(
+            base_config_defaults(&props).ok().map(Value::Object),
+            Some(json!({"a": 1, "d": false}))
+        );
+    }
+
+    #[tokio::test]
+    async fn pool_env_then_deployment_env_then_placeholders() {
+        let template = json!({
+            "job_configuration": {"env": {"FIXED": "f", "SHARED": "cfg"}, "cpu": "{{ cpu }}", "image": "{{ image }}"},
+            "variables": {"properties": {
+                "env": {"default": {"POOL": "p", "SHARED": "pool"}},
+                "cpu": {"default": 1.0},
+                "image": {"default": null}}}
+        });
+        let rendered = render(template, json!({"env": {"RUN": "r", "SHARED": "run"}})).await;
+        assert_eq!(
+            rendered.ok().map(Value::Object),
+            // `image` has a null default: the key is dropped so the worker's default applies.
+            Some(
+                json!({"env": {"FIXED": "f", "SHARED": "run", "POOL": "p", "RUN": "r"}, "cpu": 1.0})
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn pool_env_default_replaces_an_env_placeholder() {
+        let template = json!({
+            "job_configuration": {"env": "{{ env }}", "x": "{{ x }}"},
+            "variables": {"properties": {"env": {"default": {"POOL": "p"}}, "x": {}}}
+        });
+        assert_eq!(
+            render(template, json!({"x": "{{ $WORKER_VAR }}"}))
+                .await
+                .ok()
+                .map(Value::Object),
+            // Substituted text is not templated again.
+            Some(json!({"env": {"POOL": "p"}, "x": "{{ $WORKER_VAR }}"}))
+        );
+    }
+
+    #[tokio::test]
+    async fn dotted_job_variables_are_expanded_and_plain_keys_win() {
+        let template = json!({
+            "job_configuration": {"env": "{{ env }}", "a": "{{ a }}", "w": "{{ $WORKER_VAR }}"},
+            "variables": {"properties": {"env": {}, "a": {}, "$WORKER_VAR": {}}}
+        });
+        let rendered = render(
+            template.clone(),
+            json!({"env.B": "b", "env": {"A": "a"}, "a.x": 1, "a": 2}),
+        )
+        .await;
+        assert_eq!(
+            rendered.ok().map(Value::Object),
+            Some(json!({"env": {"B": "b", "A": "a"}, "a": 2, "w": "from-worker"}))
+        );
+        let conflict = render(template, json!({"env.A": "x", "env.A.B": "y"})).await;
+        assert!(
+            matches!(conflict, Err(TemplatingError::InvalidJobVariables(_))),
+            "{conflict:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn env_that_cannot_be_merged_is_an_error() {
+        let template = json!({
+            "job_configuration": {"env": {"A": "a"}},
+            "variables": {"properties": {"env": {}}}
+        });
+        let err = render(template, json!({"env": "not-an-object"})).await;
+        assert!(
+            matches!(err, Err(TemplatingError::InvalidJobVariables(_))),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn blocks_and_variables_resolve_after_job_variables() {
+        let source = FakeSource::default()
+            .with_block("secret", "s", json!({"value": "s3cr3t"}))
+            .with_variable("v", json!(3));
+        let template = json!({
+            "job_configuration": {"image": "{{ image }}", "n": "{{ n }}"},
+            "variables": {"properties": {"image": {}, "n": {"default": "{{ prefect.variables.v }}"}}}
+        });
+        let values = map(json!({"image": "{{ prefect.blocks.secret.s }}"}));
+        let rendered =
+            job_configuration_from_template_and_values(&template, &values, &source, &|_| None)
+                .await;
+        assert_eq!(
+            rendered.ok().map(Value::Object),
+            Some(json!({"image": "s3cr3t", "n": 3}))
+        );
+    }
+
+    #[test]
+    fn validation_accepts_declared_placeholders() {
+        let ok = json!({
+            "job_configuration": {"a": "{{ a }}", "b": {"c": ["x {{ b }}"]}},
+            "variables": {"properties": {"a": {}, "b": {}}}
+        });
+        assert!(validate_base_job_template(&ok).is_ok());
+        assert!(validate_base_job_template(&json!({})).is_ok());
+    }
+
+    #[test]
+    fn validation_rejects_undeclared_placeholders_of_every_kind() {
+        let bad = json!({
+            "job_configuration": {"a": "{{ a }} {{ $HOME }}", "k": {"{{ in_key }}": "{{ prefect.blocks.secret.s }}"}},
+            "variables": {"properties": {"a": {}}}
+        });
+        let err = validate_base_job_template(&bad);
+        assert!(
+            matches!(&err, Err(TemplatingError::UndeclaredVariables { names })
+                if names == &["$HOME", "in_key", "prefect.blocks.secret.s"]),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn validation_sees_placeholders_as_json_text_like_the_server() {
+        // `json.dumps` escapes non-ASCII and newlines, so these are not placeholders there.
+        let t = json!({
+            "job_configuration": {"a": "{{ ñ }}", "b": "{{\nb }}"},
+            "variables": {"properties": {"x": {}}}
+        });
+        assert!(validate_base_job_template(&t).is_ok());
+        let missing_half = json!({"job_configuration": {"a": 1}, "variables": {}});
+        assert!(matches!(
+            validate_base_job_template(&missing_half),
+            Err(TemplatingError::InvalidBaseJobTemplate(_))
+        ));
+    }
+}

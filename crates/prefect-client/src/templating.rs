@@ -1005,3 +1005,479 @@ pub async fn resolve_variables<S: TemplateSource>(
     };
     cache.resolve(template).await
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::Mutex;
+
+    use serde_json::json;
+
+    use super::*;
+
+    /// An in-memory [`TemplateSource`] that records every read, to check what is fetched.
+    #[derive(Default)]
+    pub(crate) struct FakeSource {
+        pub(crate) blocks: HashMap<(String, String), Value>,
+        pub(crate) blocks_by_id: HashMap<String, Value>,
+        pub(crate) variables: HashMap<String, Value>,
+        pub(crate) reads: Mutex<Vec<String>>,
+    }
+
+    impl FakeSource {
+        pub(crate) fn with_block(mut self, slug: &str, name: &str, data: Value) -> Self {
+            self.blocks.insert((slug.into(), name.into()), data);
+            self
+        }
+
+        pub(crate) fn with_variable(mut self, name: &str, value: Value) -> Self {
+            self.variables.insert(name.into(), value);
+            self
+        }
+
+        fn log(&self, what: String) {
+            self.reads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(what);
+        }
+
+        pub(crate) fn reads(&self) -> Vec<String> {
+            self.reads.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        }
+    }
+
+    impl TemplateSource for FakeSource {
+        async fn block_document_by_slug_and_name(
+            &self,
+            slug: &str,
+            name: &str,
+        ) -> Result<Option<Value>, SourceError> {
+            self.log(format!("block {slug}/{name}"));
+            Ok(self
+                .blocks
+                .get(&(slug.to_owned(), name.to_owned()))
+                .cloned())
+        }
+
+        async fn block_document_by_id(&self, id: &str) -> Result<Option<Value>, SourceError> {
+            self.log(format!("block id {id}"));
+            Ok(self.blocks_by_id.get(id).cloned())
+        }
+
+        async fn variable(&self, name: &str) -> Result<Option<Value>, SourceError> {
+            self.log(format!("variable {name}"));
+            if name == "broken" {
+                return Err(SourceError::new("HTTP 500"));
+            }
+            Ok(self.variables.get(name).cloned())
+        }
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn values(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => panic!("test values must be an object"),
+        }
+    }
+
+    fn apply(template: Value, vals: Value) -> Option<Value> {
+        apply_values(&template, &values(vals), &no_env)
+    }
+
+    fn names(s: &str) -> Vec<String> {
+        find_placeholders(&json!(s))
+            .into_iter()
+            .map(|p| p.name)
+            .collect()
+    }
+
+    #[test]
+    fn placeholder_syntax_follows_pythons_regex() {
+        assert_eq!(names("{{a}} {{ b }} {{\tc\n}}"), ["a", "b", "c"]);
+        // Python's `\s` includes the file separators and U+3000; U+200B is not a space.
+        assert_eq!(names("{{\u{1c}d\u{3000}}}"), ["d"]);
+        assert!(names("{{\u{200b}e }}").is_empty());
+        assert_eq!(names("{{ a.b[0].c-d$ }}"), ["a.b[0].c-d$"]);
+        assert!(names("{{ }} {{ a b }} { {a}} {a}").is_empty());
+        // Leftmost match after a failed start: `{{{ a }}` holds `{{ a }}`.
+        assert_eq!(
+            find_placeholders(&json!("{{{ a }}"))[0].full_match,
+            "{{ a }}"
+        );
+        // Python's `\w` is Unicode, but not every Rust alphanumeric: U+0345 is a mark.
+        assert_eq!(names("{{ ñame }} {{ 名前 }}"), ["ñame", "名前"]);
+        assert!(names("{{ a\u{345} }}").is_empty());
+    }
+
+    #[test]
+    fn placeholders_are_classified_by_prefix_and_deduplicated() {
+        let found = find_placeholders(&json!({
+            "{{ key }}": ["{{ a }}", "{{ $HOME }}", 1, null],
+            "x": {"y": "{{ prefect.blocks.secret.s }} {{ prefect.variables.v }} {{ a }}"}
+        }));
+        let kinds: Vec<(&str, PlaceholderKind)> =
+            found.iter().map(|p| (p.name.as_str(), p.kind)).collect();
+        // Keys are not templates, and `{{ a }}` appears once.
+        assert_eq!(
+            kinds,
+            [
+                ("a", PlaceholderKind::Standard),
+                ("$HOME", PlaceholderKind::EnvVar),
+                ("prefect.blocks.secret.s", PlaceholderKind::BlockDocument),
+                ("prefect.variables.v", PlaceholderKind::Variable),
+            ]
+        );
+    }
+
+    #[test]
+    fn whole_placeholder_keeps_the_type() {
+        let vals = json!({"cpu": 2, "mem": 1.0, "d": {"a": [1]}, "n": null, "f": false});
+        assert_eq!(apply(json!("{{ cpu }}"), vals.clone()), Some(json!(2)));
+        assert_eq!(apply(json!("{{mem}}"), vals.clone()), Some(json!(1.0)));
+        assert_eq!(
+            apply(json!("{{ d }}"), vals.clone()),
+            Some(json!({"a": [1]}))
+        );
+        // A null value is a value: the key stays.
+        assert_eq!(
+            apply(json!({"k": "{{ n }}"}), vals.clone()),
+            Some(json!({"k": null}))
+        );
+        assert_eq!(apply(json!("{{ f }}"), vals), Some(json!(false)));
+    }
+
+    #[test]
+    fn missing_whole_placeholder_removes_the_key_or_item() {
+        let t = json!({"keep": "{{ a }}", "drop": "{{ missing }}", "list": ["{{ missing }}", "{{ a }}"]});
+        assert_eq!(
+            apply(t, json!({"a": "A"})),
+            Some(json!({"keep": "A", "list": ["A"]}))
+        );
+        assert_eq!(apply(json!("{{ missing }}"), json!({})), None);
+    }
+
+    #[test]
+    fn embedded_placeholders_use_python_str() {
+        let vals = json!({"cpu": 2, "f": true, "n": null, "d": {"a": 1, "b": [1, 2]}, "l": [1, "x"], "x": 1e-05});
+        assert_eq!(
+            apply(
+                json!("{{ cpu }}/{{ f }}/{{ n }}/{{ d }}/{{ l }}/{{ x }}"),
+                vals
+            ),
+            Some(json!("2/True/None/{'a': 1, 'b': [1, 2]}/[1, 'x']/1e-05"))
+        );
+        assert_eq!(
+            apply(json!("x-{{ not_defined }}-y"), json!({})),
+            Some(json!("x--y"))
+        );
+        // The same placeholder twice is not "whole", so it is text.
+        assert_eq!(
+            apply(json!("{{ cpu }}{{ cpu }}"), json!({"cpu": 2})),
+            Some(json!("22"))
+        );
+        // A leading space makes it embedded too.
+        assert_eq!(
+            apply(json!(" {{ cpu }}"), json!({"cpu": 2})),
+            Some(json!(" 2"))
+        );
+    }
+
+    #[test]
+    fn substitution_is_a_single_pass() {
+        let vals = json!({"a": "{{ b }}", "b": "B"});
+        assert_eq!(
+            apply(json!("{{ a }}!"), vals.clone()),
+            Some(json!("{{ b }}!"))
+        );
+        assert_eq!(apply(json!("{{ a }}"), vals), Some(json!("{{ b }}")));
+    }
+
+    #[test]
+    fn env_placeholders_read_the_environment() {
+        let env = |name: &str| (name == "HOME").then(|| "/root".to_owned());
+        let t = json!([
+            "{{ $HOME }}",
+            "{{ $HOME }}/x",
+            "{{ $NOPE }}",
+            "a{{ $NOPE }}b",
+            "{{ $$HOME }}"
+        ]);
+        assert_eq!(
+            apply_values(&t, &Map::new(), &env),
+            // Whole or not, a missing variable is "" (never NotSet), and all `$` are stripped.
+            Some(json!(["/root", "/root/x", "", "ab", "/root"]))
+        );
+    }
+
+    #[test]
+    fn blocks_and_variables_are_left_for_later_passes() {
+        let t = json!([
+            "{{ prefect.blocks.secret.s }}",
+            "{{ prefect.variables.v }} {{ a }}"
+        ]);
+        assert_eq!(
+            apply(t, json!({"a": 1})),
+            Some(json!([
+                "{{ prefect.blocks.secret.s }}",
+                "{{ prefect.variables.v }} 1"
+            ]))
+        );
+    }
+
+    #[test]
+    fn scalars_pass_through() {
+        for v in [
+            json!(null),
+            json!(true),
+            json!(3),
+            json!(2.5),
+            json!("plain"),
+        ] {
+            assert_eq!(apply(v.clone(), json!({})), Some(v));
+        }
+    }
+
+    #[test]
+    fn dotted_and_indexed_paths() {
+        let vals = values(json!({
+            "nested": {"k": {"j": "deep"}, "2026": "year"},
+            "arr": [{"x": 10}, "one", 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
+            "s": "héllo",
+            "n": 5,
+        }));
+        let get = |path: &str| get_from_dict(&vals, path);
+        assert_eq!(get("nested.k.j"), Some(json!("deep")));
+        assert_eq!(get("nested.2026"), Some(json!("year")));
+        assert_eq!(get("arr[0].x"), Some(json!(10)));
+        assert_eq!(get("arr.0.x"), Some(json!(10)));
+        assert_eq!(get("arr[-1]"), Some(json!(11)));
+        assert_eq!(get("arr[-12].x"), Some(json!(10)));
+        assert_eq!(get("arr[-13]"), None);
+        // `int()` accepts `_` between digits and any Unicode decimal digit.
+        assert_eq!(get("arr[1_0]"), Some(json!(10)));
+        assert_eq!(get("arr[\u{661}]"), Some(json!("one")));
+        assert_eq!(get("arr[_1]"), None);
+        assert_eq!(get("arr[1_]"), None);
+        // Strings are indexable by code point; other scalars are not.
+        assert_eq!(get("s[1]"), Some(json!("é")));
+        assert_eq!(get("s.-1.0"), Some(json!("o")));
+        assert_eq!(get("n.0"), None);
+        assert_eq!(get("nested.missing"), None);
+        assert_eq!(get("a..b"), None);
+        assert_eq!(get("arr[99999999999999999999999999999999999999999]"), None);
+    }
+
+    #[test]
+    fn python_str_of_scalars() {
+        let cases = [
+            (json!(true), "True"),
+            (json!(false), "False"),
+            (json!(null), "None"),
+            (json!(-7), "-7"),
+            (json!(u64::MAX), "18446744073709551615"),
+            (json!(1.0), "1.0"),
+            (json!(2.5), "2.5"),
+            (json!(-0.0), "-0.0"),
+            (json!(1e-05), "1e-05"),
+            (json!(0.0001), "0.0001"),
+            (json!(1e15), "1000000000000000.0"),
+            (json!(1e16), "1e+16"),
+            (json!(1.5e300), "1.5e+300"),
+            (json!(5e-324), "5e-324"),
+            (json!(0.1 + 0.2), "0.30000000000000004"),
+            (json!("text"), "text"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(python_str(&v), want, "str({v})");
+        }
+        assert_eq!(python_float_repr(f64::INFINITY), "inf");
+        assert_eq!(python_float_repr(f64::NEG_INFINITY), "-inf");
+        assert_eq!(python_float_repr(f64::NAN), "nan");
+    }
+
+    #[test]
+    fn python_str_of_containers_uses_repr() {
+        assert_eq!(
+            python_str(&json!({"a": 1, "b": [1, 2]})),
+            "{'a': 1, 'b': [1, 2]}"
+        );
+        assert_eq!(python_str(&json!([])), "[]");
+        assert_eq!(python_str(&json!({})), "{}");
+        assert_eq!(
+            python_str(&json!([null, true, 1.0, "x"])),
+            "[None, True, 1.0, 'x']"
+        );
+        // Quote choice: double quotes only when the text has ' and no ".
+        assert_eq!(python_str(&json!(["it's"])), r#"["it's"]"#);
+        assert_eq!(python_str(&json!(["say \"hi\""])), r#"['say "hi"']"#);
+        assert_eq!(python_str(&json!(["it's \"x\""])), r#"['it\'s "x"']"#);
+        assert_eq!(python_str(&json!(["a\\b"])), r"['a\\b']");
+    }
+
+    #[test]
+    fn repr_escapes_what_python_does_not_print() {
+        let s = "\t\n\r\u{0}\u{7f}\u{a0}\u{ad}é名😀\u{200b}\u{2028}\u{e000}\u{e0001}";
+        assert_eq!(
+            python_str(&json!([s])),
+            r"['\t\n\r\x00\x7f\xa0\xadé名😀\u200b\u2028\ue000\U000e0001']"
+        );
+    }
+
+    fn block_source() -> FakeSource {
+        FakeSource::default()
+            .with_block("secret", "s", json!({"value": "s3cr3t"}))
+            .with_block(
+                "json",
+                "j",
+                json!({"value": {"key": {"n": "v"}, "list": [{"lk": "lv"}, 1]}}),
+            )
+            .with_block("json", "l", json!({"value": [1, 2]}))
+            .with_block(
+                "multi",
+                "m",
+                json!({"url": "https://x", "port": 1, "values": ["v0"]}),
+            )
+    }
+
+    async fn blocks(t: Value, source: &FakeSource) -> Result<Value, TemplatingError> {
+        resolve_block_document_references(t, source).await
+    }
+
+    #[tokio::test]
+    async fn whole_block_placeholder_resolves_to_the_value() {
+        let source = block_source();
+        let t = json!({
+            "secret": "{{ prefect.blocks.secret.s }}",
+            "dict": "{{ prefect.blocks.json.j }}",
+            "path": "{{ prefect.blocks.json.j.key.n }}",
+            "value_path": "{{ prefect.blocks.json.j.value.list[0].lk }}",
+            "multi": "{{ prefect.blocks.multi.m }}",
+            "field": "{{ prefect.blocks.multi.m.port }}",
+        });
+        assert_eq!(
+            blocks(t, &source).await.ok(),
+            Some(json!({
+                "secret": "s3cr3t",
+                "dict": {"key": {"n": "v"}, "list": [{"lk": "lv"}, 1]},
+                "path": "v",
+                "value_path": "lv",
+                "multi": {"url": "https://x", "port": 1, "values": ["v0"]},
+                "field": 1,
+            }))
+        );
+        // Each block document is read once per pass.
+        assert_eq!(
+            source.reads(),
+            ["block secret/s", "block json/j", "block multi/m"]
+        );
+    }
+
+    #[tokio::test]
+    async fn inline_block_placeholders_are_text_and_must_be_scalars() {
+        let source = block_source();
+        let t = json!("{{ prefect.blocks.multi.m.url }}:{{ prefect.blocks.multi.m.port }} {{ a }}");
+        assert_eq!(
+            blocks(t, &source).await.ok(),
+            Some(json!("https://x:1 {{ a }}"))
+        );
+        let err = blocks(json!("x {{ prefect.blocks.json.l }}"), &source).await;
+        assert!(
+            matches!(
+                err,
+                Err(TemplatingError::InlineBlockNotScalar { kind: "list", .. })
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn block_errors_are_specific() {
+        let source = block_source();
+        let missing = blocks(json!("{{ prefect.blocks.secret.gone }}"), &source).await;
+        assert!(
+            matches!(&missing, Err(TemplatingError::BlockNotFound { slug, name }) if slug == "secret" && name == "gone"),
+            "{missing:?}"
+        );
+        let bad = blocks(json!("{{ prefect.blocks.secret }}"), &source).await;
+        assert!(
+            matches!(bad, Err(TemplatingError::InvalidBlockPlaceholder { .. })),
+            "{bad:?}"
+        );
+        let path = blocks(json!("{{ prefect.blocks.multi.m.nope }}"), &source).await;
+        assert!(
+            matches!(path, Err(TemplatingError::BlockKeyPathNotFound { .. })),
+            "{path:?}"
+        );
+        let reference = blocks(json!({"$ref": "#/definitions/x"}), &source).await;
+        assert!(
+            matches!(
+                reference,
+                Err(TemplatingError::InvalidBlockReference { found: "str" })
+            ),
+            "{reference:?}"
+        );
+        // The message names the block and says what to do, and never holds block data.
+        let message = missing.map(|_| ()).unwrap_err().to_string();
+        assert!(
+            message.contains("'gone' of type 'secret'") && !message.contains("s3cr3t"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn ref_objects_become_block_data() {
+        let mut source = block_source();
+        source
+            .blocks_by_id
+            .insert("id-1".into(), json!({"client_id": "c"}));
+        let t = json!({"creds": {"$ref": {"block_document_id": "id-1"}, "ignored": 1}, "empty": {"$ref": {"block_document_id": ""}}});
+        assert_eq!(
+            blocks(t, &source).await.ok(),
+            Some(
+                json!({"creds": {"client_id": "c"}, "empty": {"$ref": {"block_document_id": ""}}})
+            )
+        );
+        let gone = blocks(json!({"$ref": {"block_document_id": "id-2"}}), &source).await;
+        assert!(
+            matches!(gone, Err(TemplatingError::BlockIdNotFound { .. })),
+            "{gone:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn variables_resolve_typed_or_as_text() {
+        let source = FakeSource::default()
+            .with_variable("n", json!(7))
+            .with_variable("d", json!({"k": [1, "v"]}));
+        let t = json!({
+            "whole": "{{ prefect.variables.n }}",
+            "text": "n={{ prefect.variables.n }} d={{ prefect.variables.d }} m={{ prefect.variables.m }}",
+            "missing": "{{ prefect.variables.m }}",
+            "other": "{{ a }} {{ prefect.blocks.x.y }}",
+        });
+        assert_eq!(
+            resolve_variables(t, &source).await.ok(),
+            Some(json!({
+                "whole": 7,
+                "text": "n=7 d={'k': [1, 'v']} m=",
+                "missing": "",
+                "other": "{{ a }} {{ prefect.blocks.x.y }}",
+            }))
+        );
+        assert_eq!(source.reads(), ["variable n", "variable d", "variable m"]);
+    }
+
+    #[tokio::test]
+    async fn a_failing_source_is_an_error_not_a_missing_value() {
+        let source = FakeSource::default();
+        let err = resolve_variables(json!("{{ prefect.variables.broken }}"), &source).await;
+        assert!(
+            matches!(err, Err(TemplatingError::Source { .. })),
+            "{err:?}"
+        );
+    }
+}
