@@ -156,12 +156,12 @@ pub enum TemplatingError {
     },
     /// A block placeholder's path (`.value.key`, `.list[0]`) is not in the block's data.
     #[error(
-        "invalid template {template:?}: could not resolve the key path '{key_path}' in the data \
-         of block '{name}' of type '{slug}'"
+        "block placeholder '{placeholder}': the key path '{key_path}' is not in the data of \
+         block '{name}' of type '{slug}'; check the path against the block's fields"
     )]
     BlockKeyPathNotFound {
-        /// The template string holding the placeholder.
-        template: String,
+        /// The placeholder, braces included.
+        placeholder: String,
         /// The block type slug.
         slug: String,
         /// The block document name.
@@ -170,14 +170,15 @@ pub enum TemplatingError {
         key_path: String,
     },
     /// A block placeholder embedded in text resolved to an object or array.
+    ///
+    /// The template itself is not part of the message: after the first pass it can hold
+    /// substituted job variables, which may be secret.
     #[error(
-        "invalid template {template:?}: block placeholder '{placeholder}' resolved to a {kind}, \
-         which cannot be used inside a string; reference a scalar attribute instead (for \
-         example '.value' or '.url')"
+        "block placeholder '{placeholder}' is embedded in text but resolved to a {kind}, which \
+         has no string form; reference a scalar attribute instead (for example '.value' or \
+         '.url')"
     )]
     InlineBlockNotScalar {
-        /// The template string holding the placeholder.
-        template: String,
         /// The placeholder, braces included.
         placeholder: String,
         /// `dict` or `list`, in Prefect's words.
@@ -771,7 +772,6 @@ impl<S: TemplateSource> BlockCache<'_, S> {
     async fn placeholder_value(
         &mut self,
         placeholder: &Placeholder,
-        template: &str,
     ) -> Result<Value, TemplatingError> {
         // Python removes the prefix with `str.replace`, i.e. everywhere in the name.
         let rest = placeholder.name.replace(BLOCK_PREFIX, "");
@@ -802,7 +802,7 @@ impl<S: TemplateSource> BlockCache<'_, S> {
             None => Ok(data),
             Some(path) => get_path(Node::Value(&data), path).ok_or_else(|| {
                 TemplatingError::BlockKeyPathNotFound {
-                    template: template.to_owned(),
+                    placeholder: placeholder.full_match.clone(),
                     slug: slug.to_owned(),
                     name: name.to_owned(),
                     key_path: path.to_owned(),
@@ -860,7 +860,7 @@ impl<S: TemplateSource> BlockCache<'_, S> {
         }
         if let Some(p) = whole_placeholder(&s, &placeholders) {
             // Only a block placeholder reaches here: the `any` above saw one.
-            return self.placeholder_value(p, &s).await;
+            return self.placeholder_value(p).await;
         }
         // Inline: each block placeholder becomes `str()` of its value; others stay for later.
         let mut result = s.clone();
@@ -868,7 +868,7 @@ impl<S: TemplateSource> BlockCache<'_, S> {
             .iter()
             .filter(|p| p.kind == PlaceholderKind::BlockDocument)
         {
-            let value = self.placeholder_value(p, &s).await?;
+            let value = self.placeholder_value(p).await?;
             let kind = match value {
                 Value::Object(_) => Some("dict"),
                 Value::Array(_) => Some("list"),
@@ -876,7 +876,6 @@ impl<S: TemplateSource> BlockCache<'_, S> {
             };
             if let Some(kind) = kind {
                 return Err(TemplatingError::InlineBlockNotScalar {
-                    template: s,
                     placeholder: p.full_match.clone(),
                     kind,
                 });

@@ -666,6 +666,15 @@ fn python_outcome(result: &Value) -> Outcome {
     }
 }
 
+/// A scratch directory (the Python side's `PREFECT_HOME` and the cases file), removed on drop.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -677,13 +686,15 @@ async fn templating_matches_prefect() {
         );
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let scratch =
-        std::env::temp_dir().join(format!("prefect-aci-differential-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&scratch).expect("scratch dir");
+    let scratch = Scratch(
+        std::env::temp_dir().join(format!("prefect-aci-differential-{}", uuid::Uuid::new_v4())),
+    );
+    std::fs::create_dir_all(&scratch.0).expect("scratch dir");
+    let scratch = &scratch.0;
 
     // Blocks and variables, unique to this run.
     let prefix = format!("tpl-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let fixtures = run_python(&api_url, &scratch, &["setup", &prefix]);
+    let fixtures = run_python(&api_url, scratch, &["setup", &prefix]);
     let block_id = |name: &str| -> String {
         fixtures["block_ids"][format!("{prefix}-{name}")]
             .as_str()
@@ -1051,7 +1062,19 @@ async fn templating_matches_prefect() {
             mismatches.push((case, python));
         }
     }
-    let _ = std::fs::remove_dir_all(&scratch);
+    if let Ok(path) = std::env::var("PREFECT_ACI_DIFFERENTIAL_DUMP") {
+        // For debugging: every case with both answers, one JSON object per line.
+        let lines: Vec<String> = cases
+            .list
+            .iter()
+            .zip(results)
+            .map(|(case, python)| {
+                json!({"case": case.json, "rust": format!("{:?}", case.rust), "python": python})
+                    .to_string()
+            })
+            .collect();
+        std::fs::write(&path, lines.join("\n")).expect("write the dump");
+    }
     if let Some((case, python)) = mismatches.first() {
         panic!(
             "{} of {} cases differ from Prefect; the first:\ncase:   {}\nrust:   {:?}\npython: {:?}",
