@@ -73,6 +73,9 @@ def print_tables() -> None:
                 zeros.append(cp)
             # `int()` must accept the same characters `isdecimal` does.
             assert int(c) == d
+    # Every run is complete, so the Rust side may treat zero..=zero+9 as the digits 0..=9.
+    assert all(chr(z + d).isdecimal() and unicodedata.decimal(chr(z + d)) == d
+               for z in zeros for d in range(10))
     print("//! Unicode character classes exactly as CPython "
           f"{sys.version_info.major}.{sys.version_info.minor} "
           f"(Unicode {unicodedata.unidata_version}) defines them.")

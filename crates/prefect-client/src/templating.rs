@@ -223,7 +223,8 @@ pub enum TemplatingError {
 /// Where block documents and variables come from: the Prefect API in the worker, a fake in tests.
 ///
 /// Each method returns `Ok(None)` when the object does not exist (HTTP 404). The futures are
-/// `Send` so a worker can render configurations inside spawned tasks.
+/// `Send` so a worker can render configurations inside spawned tasks; an implementation can
+/// still write the methods as `async fn` as long as their bodies are `Send`.
 pub trait TemplateSource: Sync {
     /// `GET /block_types/slug/{slug}/block_documents/name/{name}?include_secrets=true`, field
     /// `data`.
@@ -607,7 +608,7 @@ fn python_repr(v: &Value, out: &mut String) {
 
 /// Python's `repr(float)`: the shortest digits that round-trip (Rust's `{:e}` finds the same
 /// digits), in positional notation for exponents -4..16 and scientific otherwise.
-pub fn python_float_repr(f: f64) -> String {
+pub(crate) fn python_float_repr(f: f64) -> String {
     if f.is_nan() {
         return "nan".into();
     }
@@ -663,7 +664,7 @@ pub fn python_float_repr(f: f64) -> String {
 
 /// Python's `repr(str)`: single quotes unless the text has `'` and no `"`; backslash escapes for
 /// the quote, `\\`, `\t`, `\n`, `\r`, and `\xNN`/`\uNNNN`/`\UNNNNNNNN` for what is not printable.
-pub fn python_str_repr(s: &str, out: &mut String) {
+pub(crate) fn python_str_repr(s: &str, out: &mut String) {
     let quote = if s.contains('\'') && !s.contains('"') {
         '"'
     } else {
