@@ -1029,7 +1029,7 @@ async fn templating_matches_prefect() {
     .expect("write cases");
     let results = run_python(
         &api_url,
-        &scratch,
+        scratch,
         &[cases_path.to_str().expect("utf-8 path")],
     );
     let results = results.as_array().expect("a list of results");
