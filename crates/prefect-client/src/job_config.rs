@@ -524,6 +524,26 @@ mod tests {
     }
 
     #[test]
+    fn rendering_futures_are_send() {
+        // Workers render inside spawned tasks; this only has to compile.
+        fn assert_send<T: Send>(_: T) {}
+        let source = FakeSource::default();
+        let template = json!({"job_configuration": {}, "variables": {}});
+        let env = |_: &str| None;
+        assert_send(job_configuration_from_template_and_values(
+            &template,
+            &Map::new(),
+            &source,
+            &env,
+        ));
+        assert_send(crate::templating::resolve_variables(json!(1), &source));
+        assert_send(crate::templating::resolve_block_document_references(
+            json!(1),
+            &source,
+        ));
+    }
+
+    #[test]
     fn validation_accepts_declared_placeholders() {
         let ok = json!({
             "job_configuration": {"a": "{{ a }}", "b": {"c": ["x {{ b }}"]}},
