@@ -106,6 +106,16 @@ impl ArmClientConfig {
             http_client: None,
         }
     }
+
+    /// Defaults for `cloud`: its ARM endpoint and token scope.
+    pub fn for_cloud(
+        cloud: &crate::cloud::AzureCloud,
+        credential: Arc<dyn TokenCredential>,
+    ) -> Self {
+        let mut c = Self::new(cloud.resource_manager.clone(), credential);
+        c.scope = cloud.token_scope.clone();
+        c
+    }
 }
 
 pub(crate) struct Inner {
