@@ -94,8 +94,8 @@ pub use cloud::{AzureCloud, AzureEnvironmentConfig};
 pub use credential::{
     AccessToken, AzureCliCredential, CachedCredential, ChainedCredential, ClientSecretCredential,
     CredentialError, DefaultAzureCredential, DefaultCredentialOptions, ExplicitClientSecret,
-    ManagedIdentityCredential, ManagedIdentityOptions, Secret, TokenCredential, TokenFuture,
-    WorkloadIdentityCredential,
+    ManagedIdentityCredential, ManagedIdentityOptions, Secret, StaticTokenCredential,
+    TokenCredential, TokenFuture, WorkloadIdentityCredential,
 };
 pub use error::{ArmError, ArmErrorDetail};
 pub use http::{build_http_client, HttpClientConfig, HttpClientError, Timeouts};

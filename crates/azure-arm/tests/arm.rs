@@ -1182,3 +1182,30 @@ async fn azure_cli_credential_runs_az() {
         let _ = std::fs::remove_file(f);
     }
 }
+
+/// DELETE answered 202 without operation headers: poll the resource until 404.
+#[tokio::test]
+async fn delete_without_headers_polls_until_gone() {
+    let gets = Arc::new(AtomicU32::new(0));
+    let g = gets.clone();
+    let fake = serve(move |r, _| match r.method.as_str() {
+        "DELETE" => empty(202),
+        "GET" => match g.fetch_add(1, Ordering::SeqCst) {
+            0 => json_resp(200, thing("Deleting")),
+            1 => json_resp(200, thing("Succeeded")),
+            _ => json_resp(
+                404,
+                json!({"error": {"code": "ResourceNotFound", "message": "gone"}}),
+            ),
+        },
+        _ => empty(500),
+    })
+    .await;
+    let out = client(&fake).delete(RES, API).await.unwrap();
+    let DeleteOutcome::Accepted(poller) = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(poller.mode(), &PollMode::ResourceGet);
+    poller.wait().await.unwrap();
+    assert_eq!(gets.load(Ordering::SeqCst), 3);
+}
