@@ -89,6 +89,24 @@ pub struct ArmClientConfig {
     pub http_client: Option<reqwest::Client>,
 }
 
+impl std::fmt::Debug for ArmClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArmClientConfig")
+            .field("endpoint", &self.endpoint.as_str())
+            .field("credential", &self.credential.name())
+            .field("scope", &self.scope)
+            .field("retry", &self.retry)
+            .field("throttle", &self.throttle)
+            .field("ca_file", &self.ca_file)
+            .field("user_agent", &self.user_agent)
+            .field("timeouts", &self.timeouts)
+            .field("polling", &self.polling)
+            .field("token_refresh_margin", &self.token_refresh_margin)
+            .field("shared_http_client", &self.http_client.is_some())
+            .finish()
+    }
+}
+
 impl ArmClientConfig {
     /// Defaults for everything but the endpoint and the credential.
     pub fn new(endpoint: Url, credential: Arc<dyn TokenCredential>) -> Self {
