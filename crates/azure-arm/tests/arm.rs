@@ -607,23 +607,27 @@ async fn client_side_throttle_delays_writes() {
     cfg.throttle = ThrottleConfig {
         writes: azure_arm::BucketConfig {
             capacity: 1.0,
-            refill_per_sec: 20.0,
+            refill_per_sec: 10.0,
         },
         ..ThrottleConfig::default()
     };
     let c = ArmClient::new(cfg).unwrap();
     let started = Instant::now();
-    for _ in 0..3 {
-        c.put::<_, Thing>(RES, API, &json!({})).await.unwrap();
+    // Three writes at once: the first takes the only token, the others
+    // reserve the next refills and wait ~100 ms and ~200 ms.
+    let body = json!({});
+    let put = || c.put::<_, Thing>(RES, API, &body);
+    let (a, b, d) = tokio::join!(put(), put(), put());
+    for r in [a, b, d] {
+        r.unwrap();
     }
-    // Second PUT waits ~50 ms, third ~50 ms more.
     assert!(
-        started.elapsed() >= Duration::from_millis(90),
+        started.elapsed() >= Duration::from_millis(190),
         "{:?}",
         started.elapsed()
     );
     assert!(
-        c.metrics().throttle_wait() >= Duration::from_millis(80),
+        c.metrics().throttle_wait() >= Duration::from_millis(250),
         "{:?}",
         c.metrics().throttle_wait()
     );
