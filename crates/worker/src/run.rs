@@ -293,11 +293,13 @@ async fn step<I: Infrastructure>(run: &mut RunState<I>, phase: Phase<I::Job>) ->
             if run.control.cancel.is_cancelled() {
                 return Ok(Phase::Cancel(sub));
             }
-            shared.infra.launch(&sub.job).await.map_err(fail(Phase::Launch(sub.clone())))?;
+            // The identifier is deterministic, so it is reported before the infrastructure
+            // exists: a cancellation or a restarted worker can find a launch in progress.
             client
                 .set_infrastructure_pid(id, &sub.identifier)
                 .await
                 .map_err(fail(Phase::Launch(sub.clone())))?;
+            shared.infra.launch(&sub.job).await.map_err(fail(Phase::Launch(sub.clone())))?;
             run.logger.info(format!(
                 "Flow run '{}' submitted to infrastructure",
                 run.flow_run.name
