@@ -160,4 +160,7 @@ pub struct RecoveryContext {
     pub client: prefect_client::PrefectClient,
     pub work_pool: WorkPool,
     pub worker_name: String,
+    /// Where this pool's runs may have gone: `(subscription_id, resource_group_name)` pairs
+    /// from the pool's defaults and its deployments' job variables.
+    pub places: Vec<(String, String)>,
 }

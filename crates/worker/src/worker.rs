@@ -232,7 +232,7 @@ pub async fn run<I: Infrastructure>(
     let mut poll_tick = tokio::time::interval(shared.config.query_interval);
     let mut heartbeat_tick = tokio::time::interval(jittered(shared.config.heartbeat_interval));
     let mut observe_tick = tokio::time::interval(shared.config.query_interval.min(Duration::from_secs(5)));
-    let mut recover_tick = tokio::time::interval(Duration::from_secs(300));
+    let mut recover_tick = tokio::time::interval(shared.config.heartbeat_interval.max(Duration::from_secs(5)) * 2);
     for t in [&mut poll_tick, &mut heartbeat_tick, &mut observe_tick, &mut recover_tick] {
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
@@ -362,19 +362,32 @@ async fn heartbeat<I: Infrastructure>(shared: &Arc<Shared<I>>) {
 }
 
 /// Clean up after earlier workers and adopt runs whose infrastructure is still running.
+///
+/// Two sources of candidates: the infrastructure's own scan (groups tagged for this pool in
+/// the places it knows), and Prefect: runs of this pool in Pending/Running/Cancelling that
+/// carry an `infrastructure_pid` but that no live worker is handling. Adopting such a run
+/// re-renders its configuration and watches it; if its container group is gone, the watch
+/// reports that and the run is crashed instead of staying a zombie.
 async fn recover<I: Infrastructure>(shared: &Arc<Shared<I>>, tracker: &TaskTracker) {
     let ctx = RecoveryContext {
         client: shared.client.clone(),
         work_pool: shared.pool(),
         worker_name: shared.config.name.clone(),
+        places: places(shared).await,
     };
-    let ids = match shared.infra.recover(ctx).await {
+    let mut ids = match shared.infra.recover(ctx).await {
         Ok(ids) => ids,
         Err(e) => {
             tracing::warn!(error = %e, "recovery of earlier flow runs failed; will retry");
-            return;
+            vec![]
         }
     };
+    match orphaned_runs(shared).await {
+        Ok(more) => ids.extend(more),
+        Err(e) => tracing::warn!(error = %e, "cannot look for orphaned flow runs; will retry"),
+    }
+    ids.sort();
+    ids.dedup();
     for id in ids {
         if shared.shutdown.is_cancelled() {
             return;
@@ -383,14 +396,104 @@ async fn recover<I: Infrastructure>(shared: &Arc<Shared<I>>, tracker: &TaskTrack
             continue;
         }
         match shared.client.read_flow_run(id).await {
-            Ok(Some(fr)) => {
-                tracing::info!(flow_run.id = %id, "adopting a flow run whose infrastructure is still running");
+            Ok(Some(fr)) if !fr.current_state_type().is_some_and(StateType::is_final) => {
+                tracing::info!(flow_run.id = %id, "adopting a flow run whose worker is gone");
                 submit(shared, tracker, fr, Phase::Adopt, None);
             }
-            Ok(None) => {}
+            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot read flow run {id} for adoption"),
         }
     }
+}
+
+/// `(subscription_id, resource_group_name)` pairs this pool's runs use: the pool's defaults
+/// and every deployment's job variables.
+async fn places<I: Infrastructure>(shared: &Arc<Shared<I>>) -> Vec<(String, String)> {
+    let pool = shared.pool();
+    let props = &pool.base_job_template["variables"]["properties"];
+    let default_sub = props["subscription_id"]["default"].as_str().map(str::to_string);
+    let default_rg = props["resource_group_name"]["default"].as_str().map(str::to_string);
+    let mut out = Vec::new();
+    if let (Some(s), Some(r)) = (&default_sub, &default_rg) {
+        out.push((s.clone(), r.clone()));
+    }
+    let deployments = shared
+        .client
+        .raw_json(
+            reqwest::Method::POST,
+            "/deployments/filter",
+            Some(&json!({"work_pools": {"name": {"any_": [pool.name]}}, "limit": 200})),
+        )
+        .await;
+    match deployments {
+        Ok(Value::Array(ds)) => {
+            for d in ds {
+                let vars = d.get("job_variables").or_else(|| d.get("infra_overrides"));
+                let sub = vars.and_then(|v| v["subscription_id"].as_str()).map(str::to_string).or(default_sub.clone());
+                let rg = vars.and_then(|v| v["resource_group_name"].as_str()).map(str::to_string).or(default_rg.clone());
+                if let (Some(s), Some(r)) = (sub, rg) {
+                    if !out.iter().any(|(os, or)| *os == s && or.eq_ignore_ascii_case(&r)) {
+                        out.push((s, r));
+                    }
+                }
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "cannot list the pool's deployments for recovery"),
+    }
+    out
+}
+
+/// Runs of this pool that were launched (they have an `infrastructure_pid`) by a worker that
+/// is no longer online.
+async fn orphaned_runs<I: Infrastructure>(shared: &Arc<Shared<I>>) -> Result<Vec<Uuid>, ApiError> {
+    let pool = shared.pool_name();
+    let runs = shared
+        .client
+        .filter_flow_runs(&json!({
+            "flow_runs": {"state": {"type": {"any_": ["PENDING", "RUNNING", "CANCELLING"]}}},
+            "work_pools": {"name": {"any_": [pool]}},
+            "limit": 200,
+        }))
+        .await?;
+    if runs.is_empty() {
+        return Ok(vec![]);
+    }
+    let workers = shared
+        .client
+        .raw_json(
+            reqwest::Method::POST,
+            &format!("/work_pools/{}/workers/filter", prefect_client::client::encode_segment(&pool)),
+            Some(&json!({})),
+        )
+        .await?;
+    let online: Vec<String> = workers
+        .as_array()
+        .map(|ws| {
+            ws.iter()
+                .filter(|w| w["status"] == "ONLINE")
+                .filter_map(|w| w["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let others_online = online.iter().any(|n| *n != shared.config.name);
+    Ok(runs
+        .into_iter()
+        .filter(|fr| fr.infrastructure_pid.as_deref().is_some_and(|p| p.contains(':')))
+        .filter(|fr| {
+            let owner = fr
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("prefect.worker.name"))
+                .and_then(Value::as_str);
+            match owner {
+                Some(name) => name == shared.config.name || !online.iter().any(|n| n == name),
+                // Servers without labels (2.x): only when no other worker is alive.
+                None => !others_online,
+            }
+        })
+        .map(|fr| fr.id)
+        .collect())
 }
 
 async fn poll<I: Infrastructure>(

@@ -14,7 +14,7 @@ async fn deployment(api: &Api, pool: &str, entrypoint: &str, vars: Value) -> Uui
     let dep = api.create_deployment(pool, None, vars).await;
     // The deployment's entrypoint decides which flow the engine loads.
     api.0
-        .raw_json(reqwest::Method::PATCH, &format!("/deployments/{dep}"), Some(&json!({"entrypoint": entrypoint})))
+        .raw_json(reqwest::Method::PATCH, &format!("/deployments/{dep}"), Some(&json!({"entrypoint": entrypoint, "path": "."})))
         .await
         .expect("set entrypoint");
     dep
@@ -30,7 +30,11 @@ async fn final_state(api: &Api, run: Uuid, timeout: Duration) -> Value {
 }
 
 async fn no_groups_left(emu: &aci_emulator::Emulator, run: Uuid) {
-    wait_for(Duration::from_secs(20), "the container group to be deleted", || async {
+    no_groups_left_within(emu, run, Duration::from_secs(20)).await
+}
+
+async fn no_groups_left_within(emu: &aci_emulator::Emulator, run: Uuid, timeout: Duration) {
+    wait_for(timeout, "the container group to be deleted", || async {
         (!emu.groups().iter().any(|g| g.name.contains(&run.to_string()))).then_some(())
     })
     .await;
@@ -222,6 +226,104 @@ async fn secrets_never_appear_in_arm_responses() {
     assert!(body.contains("visible"), "plain values are returned: {body}");
     assert!(!body.contains("pw-2718281828"), "secure values must never be returned: {body}");
     assert!(body.contains("DB_PASSWORD"));
+    w.stop().await;
+    emu.shutdown().await;
+}
+
+/// A worker on its own runtime, so dropping the runtime kills it and every task it spawned
+/// at once, without any cleanup code running — as close to SIGKILL as a test process gets.
+struct Killable {
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Killable {
+    fn start(config: prefect_aci_worker::WorkerConfig, emu: &aci_emulator::Emulator) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let infra = prefect_aci_worker::aci::AciInfrastructure::new(options(emu)).unwrap();
+        runtime.spawn(prefect_aci_worker::run(config, infra, tokio_util::sync::CancellationToken::new()));
+        Killable { runtime: Some(runtime) }
+    }
+    fn kill(mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_s_run_is_adopted_and_finished_by_its_successor() {
+    let url = api_url();
+    let emu = emulator().await;
+    let pool = unique("aci-pool");
+    let api = Api::new(&url);
+    let first = Killable::start(worker_config(&url, &pool), &emu);
+    wait_for(Duration::from_secs(20), "the pool", || async { api.0.read_work_pool(&pool).await.ok().flatten() }).await;
+    let dep = deployment(&api, &pool, "flows.py:sleepy", base_vars(&emu)).await;
+    let run = api.create_flow_run_with_parameters(dep, json!({"seconds": 8})).await;
+    wait_for(Duration::from_secs(120), "Running", || async {
+        (api.state_type(run).await == "RUNNING").then_some(())
+    })
+    .await;
+    first.kill();
+    // The container keeps running without its worker; a new worker must adopt it.
+    let second = start_worker(worker_config(&url, &pool), &emu);
+    let fr = final_state(&api, run, Duration::from_secs(120)).await;
+    assert_eq!(fr["state"]["type"], "COMPLETED", "{fr}");
+    // The successor deletes the orphaned group at its next recovery pass.
+    no_groups_left_within(&emu, run, Duration::from_secs(60)).await;
+    second.stop().await;
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn runs_complete_through_an_arm_429_storm() {
+    let url = api_url();
+    let emu = emulator().await;
+    let mut faults = emu.faults();
+    // Tiny buckets: most bursts of requests are answered 429 with Retry-After.
+    faults.arm_throttling = Some(aci_emulator::config::ThrottleLimits {
+        reads: aci_emulator::config::Bucket { burst: 3, per_second: 1.0 },
+        writes: aci_emulator::config::Bucket { burst: 2, per_second: 1.0 },
+        deletes: aci_emulator::config::Bucket { burst: 2, per_second: 1.0 },
+    });
+    emu.set_faults(faults);
+    let pool = unique("aci-pool");
+    let api = Api::new(&url);
+    let w = start_worker(worker_config(&url, &pool), &emu);
+    wait_for(Duration::from_secs(20), "the pool", || async { api.0.read_work_pool(&pool).await.ok().flatten() }).await;
+    let dep = deployment(&api, &pool, "flows.py:hello", base_vars(&emu)).await;
+    let mut runs = Vec::new();
+    for _ in 0..4 {
+        runs.push(api.create_flow_run(dep, json!({})).await);
+    }
+    for run in &runs {
+        let fr = final_state(&api, *run, Duration::from_secs(240)).await;
+        assert_eq!(fr["state"]["type"], "COMPLETED", "{fr}");
+    }
+    for run in &runs {
+        no_groups_left(&emu, *run).await;
+    }
+    let throttled: u64 = emu.stats().requests.iter().filter(|r| r.status == 429).map(|r| r.count).sum();
+    assert!(throttled > 0, "the storm must actually have throttled requests");
+    w.stop().await;
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn hello_flow_runs_on_a_prefect_2_server() {
+    let url = p2_api_url();
+    let emu = emulator2().await;
+    let pool = unique("aci-pool");
+    let api = Api::new(&url);
+    let w = start_worker(worker_config(&url, &pool), &emu);
+    wait_for(Duration::from_secs(20), "the pool", || async { api.0.read_work_pool(&pool).await.ok().flatten() }).await;
+    let dep = deployment(&api, &pool, "flows.py:hello", base_vars(&emu)).await;
+    let run = api.create_flow_run(dep, json!({})).await;
+    let fr = final_state(&api, run, Duration::from_secs(120)).await;
+    assert_eq!(fr["state"]["type"], "COMPLETED", "{fr}");
+    no_groups_left(&emu, run).await;
+    let logs = api.logs(run).await;
+    assert!(logs.iter().any(|m| m == "Hello from ACI!"), "{logs:?}");
     w.stop().await;
     emu.shutdown().await;
 }

@@ -580,13 +580,13 @@ impl AciInfrastructure {
 }
 
 async fn recover(infra: &AciInfrastructure, ctx: RecoveryContext) -> Result<Vec<Uuid>, InfraError> {
-    // Where to look: the pool's default subscription/resource group, plus every resource
-    // group this process launched into.
-    let vars = &ctx.work_pool.base_job_template["variables"]["properties"];
-    let mut places: Vec<(String, String, ExplicitClientSecret)> = infra.seen_groups.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    if let (Some(s), Some(r)) = (vars["subscription_id"]["default"].as_str(), vars["resource_group_name"]["default"].as_str()) {
+    // Where to look: every place the worker was told about, plus every resource group this
+    // process launched into.
+    let mut places: Vec<(String, String, ExplicitClientSecret)> =
+        infra.seen_groups.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for (s, r) in &ctx.places {
         if !places.iter().any(|(ps, pr, _)| ps == s && pr.eq_ignore_ascii_case(r)) {
-            places.push((s.to_string(), r.to_string(), ExplicitClientSecret::default()));
+            places.push((s.clone(), r.clone(), ExplicitClientSecret::default()));
         }
     }
     let mut adopt = Vec::new();

@@ -20,19 +20,36 @@ pub fn venv3() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/prefect-aci/venvs/prefect3"))
 }
 
+/// The pinned Prefect 2 venv `make test` prepared.
+pub fn venv2() -> PathBuf {
+    std::env::var_os("PREFECT_ACI_VENV2")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/prefect-aci/venvs/prefect2"))
+}
+
 /// Directory with the test flows (the "image" contents).
 pub fn flows_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
 }
 
-/// An emulator whose Prefect images run the venv's Prefect with the test flows.
+/// An emulator whose Prefect images run Prefect 3 with the test flows.
 pub async fn emulator() -> Emulator {
+    emulator_with(venv3()).await
+}
+
+/// An emulator whose Prefect images run Prefect 2 with the test flows.
+pub async fn emulator2() -> Emulator {
+    emulator_with(venv2()).await
+}
+
+/// An emulator whose Prefect images run the given venv's Prefect with the test flows.
+pub async fn emulator_with(venv: PathBuf) -> Emulator {
     let mut config = EmulatorConfig::default();
     config.resource_groups.push(ResourceGroupSeed { name: RG.into(), location: "eastus".into() });
     let mut rule = ImageRule {
         image: "prefecthq/prefect:*".into(),
         working_dir: Some(flows_dir()),
-        path_prepend: vec![venv3().join("bin")],
+        path_prepend: vec![venv.join("bin")],
         ..Default::default()
     };
     rule.entrypoint_aliases.insert("/opt/prefect/entrypoint.sh".into(), vec![]);

@@ -103,6 +103,13 @@ impl Api {
         v["id"].as_str().unwrap().parse().unwrap()
     }
 
+    pub async fn create_flow_run_with_parameters(&self, deployment: Uuid, parameters: Value) -> Uuid {
+        let v = self
+            .post(&format!("/deployments/{deployment}/create_flow_run"), json!({"parameters": parameters}))
+            .await;
+        v["id"].as_str().unwrap().parse().unwrap()
+    }
+
     pub async fn flow_run(&self, id: Uuid) -> Value {
         self.0
             .raw_json(Method::GET, &format!("/flow_runs/{id}"), None)
