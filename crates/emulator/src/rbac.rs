@@ -29,8 +29,12 @@
 //! [`action_for`] maps an HTTP method and ARM path to the action ARM would check, and
 //! [`authorization_scope`] gives the scope to check it over (the resource itself, or the parent
 //! for collection reads and `POST …/{action}` calls). Together they let the HTTP layer
-//! authorise any request with one call, and [`authorization_failed_message`] /
+//! authorise any request, and [`authorization_failed_message`] /
 //! [`linked_authorization_failed_message`] produce ARM's own refusal texts.
+//! [`authorize_request`] does all of it in one call, including ARM's *linked* check: a `PUT`
+//! that attaches user-assigned identities also needs
+//! `Microsoft.ManagedIdentity/userAssignedIdentities/assign/action` on each of them, or ARM
+//! answers `LinkedAuthorizationFailed`.
 //!
 //! # Boundaries
 //!
