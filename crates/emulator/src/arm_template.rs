@@ -18,7 +18,10 @@
 //! 2. **Variables**, lazily and with cycle detection, so they may refer to parameters and to
 //!    each other in any order.
 //! 3. **Resources**, in order: `condition` (a false one is skipped), then every property.
-//!    Nested child resources are flattened with their parent's type and name prefixed.
+//!    Nested child resources are flattened with their parent's type and name prefixed. Each
+//!    gets its full ARM id; `dependsOn` entries (ids, `type/name` or bare names) must name a
+//!    resource of the template (dependencies on condition-skipped resources are dropped), and
+//!    the result is ordered so dependencies come first, with cycles refused.
 //! 4. **Outputs**, type-checked against their declared `type`.
 //!
 //! # Expression language
@@ -102,8 +105,12 @@ impl DeploymentContext {
 /// A template after evaluation: the resources to create and the deployment outputs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvaluatedTemplate {
-    /// Resources in template order (children after their parent), skipping those whose
-    /// `condition` was false.
+    /// The parameter values the deployment ran with, in the shape of a deployment's
+    /// `properties.parameters`: `{"name": {"type": "String", "value": …}}`, in declaration
+    /// order. Secure parameters carry no `value`, as in ARM.
+    pub parameters: Map<String, Value>,
+    /// Resources in an order that respects `dependsOn` (template order otherwise, children
+    /// after their parent), skipping those whose `condition` was false.
     pub resources: Vec<EvaluatedResource>,
     /// Outputs in the shape of a deployment's `properties.outputs`:
     /// `{"name": {"type": "String", "value": …}}`. Secure outputs carry no `value`, as in ARM.
@@ -113,6 +120,9 @@ pub struct EvaluatedTemplate {
 /// One resource with every expression evaluated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvaluatedResource {
+    /// Full ARM id in the deployment's resource group, e.g.
+    /// `/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.ContainerInstance/containerGroups/{name}`.
+    pub id: String,
     /// Full resource type, e.g. `Microsoft.ContainerInstance/containerGroups`.
     pub type_: String,
     /// The `apiVersion` the template asked for.
@@ -125,7 +135,8 @@ pub struct EvaluatedResource {
     /// `location`, `identity`, `tags`, `sku`, `properties`, …) minus the template-only keys
     /// `condition`, `dependsOn`, `copy` and nested `resources`.
     pub body: Value,
-    /// Evaluated `dependsOn` entries (resource ids or names, as written).
+    /// Evaluated `dependsOn` entries (resource ids or names, as written). Entries that point
+    /// at a resource skipped by its `condition` are dropped, as ARM does.
     pub depends_on: Vec<String>,
 }
 
@@ -282,7 +293,11 @@ pub fn evaluate(
     ev.evaluate_all_variables()?;
     let resources = ev.evaluate_resources()?;
     let outputs = ev.evaluate_outputs()?;
-    Ok(EvaluatedTemplate { resources, outputs })
+    Ok(EvaluatedTemplate {
+        parameters: ev.parameter_values(),
+        resources,
+        outputs,
+    })
 }
 
 /// ARM's `uniqueString(...)`: a 13-character lowercase base32 hash of the parts joined with `-`.
@@ -478,6 +493,8 @@ struct Evaluator<'a> {
     variable_order: Vec<String>,
     variable_values: HashMap<String, Value>,
     variables_in_progress: HashSet<String>,
+    /// How many resources a false `condition` skipped; dependencies on them are dropped.
+    skipped_resources: usize,
 }
 
 impl<'a> Evaluator<'a> {
@@ -575,6 +592,7 @@ impl<'a> Evaluator<'a> {
             variable_order,
             variable_values: HashMap::new(),
             variables_in_progress: HashSet::new(),
+            skipped_resources: 0,
         })
     }
 
@@ -674,7 +692,7 @@ impl<'a> Evaluator<'a> {
         }
         let mut seen = HashSet::new();
         for r in &out {
-            if !seen.insert((r.type_.to_lowercase(), r.name.to_lowercase())) {
+            if !seen.insert(r.id.to_lowercase()) {
                 return Err(TemplateError::InvalidTemplate {
                     path: "resources".to_string(),
                     message: format!(
@@ -684,7 +702,34 @@ impl<'a> Evaluator<'a> {
                 });
             }
         }
-        Ok(out)
+        order_by_dependencies(out, self.skipped_resources > 0)
+    }
+
+    /// The parameter values in `properties.parameters` shape, secure ones without a value.
+    fn parameter_values(&self) -> Map<String, Value> {
+        let mut out = Map::new();
+        for key in &self.param_order {
+            let (Some(decl), Some(value)) = (self.params.get(key), self.param_values.get(key))
+            else {
+                continue;
+            };
+            let kind = decl
+                .decl
+                .get("type")
+                .and_then(Value::as_str)
+                .and_then(ParamType::parse)
+                .unwrap_or(ParamType::Object);
+            let mut entry = Map::new();
+            entry.insert(
+                "type".to_string(),
+                Value::String(kind.arm_name().to_string()),
+            );
+            if !kind.is_secure() {
+                entry.insert("value".to_string(), value.clone());
+            }
+            out.insert(decl.name.to_string(), Value::Object(entry));
+        }
+        out
     }
 
     fn evaluate_resource(
@@ -710,7 +755,10 @@ impl<'a> Evaluator<'a> {
             let cpath = child_path(path, "condition");
             match self.eval_value(condition, &cpath, Site::Body)? {
                 Value::Bool(true) => {}
-                Value::Bool(false) => return Ok(()),
+                Value::Bool(false) => {
+                    self.skipped_resources += 1;
+                    return Ok(());
+                }
                 other => {
                     return Err(TemplateError::InvalidTemplate {
                         path: cpath,
@@ -801,7 +849,16 @@ impl<'a> Evaluator<'a> {
                 })
             }
         };
+        let id = resource_id_in_group(self.ctx, &type_, &name).ok_or_else(|| {
+            TemplateError::InvalidTemplate {
+                path: path.to_string(),
+                message: format!(
+                    "The template resource '{name}' for type '{type_}' has incorrect segment lengths. A nested resource type must have identical number of segments as its resource name. A root resource type must have segment length one greater than its resource name. Please see https://aka.ms/arm-syntax-resources for usage details."
+                ),
+            }
+        })?;
         out.push(EvaluatedResource {
+            id,
             type_: type_.clone(),
             api_version,
             name: name.clone(),
@@ -1093,6 +1150,87 @@ impl<'a> Evaluator<'a> {
             _ => f.pure(&lname),
         }
     }
+}
+
+/// `/subscriptions/{s}/resourceGroups/{rg}/providers/{ns}/{type1}/{name1}/…`, or `None` when
+/// the type and name segment counts do not line up.
+fn resource_id_in_group(ctx: &DeploymentContext, type_: &str, name: &str) -> Option<String> {
+    let mut types = type_.split('/');
+    let namespace = types.next().filter(|n| !n.is_empty())?;
+    let types: Vec<&str> = types.collect();
+    let names: Vec<&str> = name.split('/').collect();
+    if types.is_empty() || types.len() != names.len() || names.iter().any(|n| n.is_empty()) {
+        return None;
+    }
+    let mut id = format!("{}/providers/{namespace}", ctx.resource_group_id());
+    for (t, n) in types.iter().zip(&names) {
+        id.push('/');
+        id.push_str(t);
+        id.push('/');
+        id.push_str(n);
+    }
+    Some(id)
+}
+
+/// Resolves every `dependsOn` entry (a resource id, `type/name`, or a bare name, compared
+/// case-insensitively) to resources of this template and orders the resources so that each
+/// comes after its dependencies, keeping template order where `dependsOn` allows.
+fn order_by_dependencies(
+    mut resources: Vec<EvaluatedResource>,
+    tolerate_unresolved: bool,
+) -> Result<Vec<EvaluatedResource>, TemplateError> {
+    let n = resources.len();
+    let mut deps: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for i in 0..n {
+        let mut kept = Vec::new();
+        for d in &resources[i].depends_on {
+            let targets: Vec<usize> = (0..n)
+                .filter(|&j| {
+                    let r = &resources[j];
+                    d.eq_ignore_ascii_case(&r.id)
+                        || d.eq_ignore_ascii_case(&r.name)
+                        || d.eq_ignore_ascii_case(&format!("{}/{}", r.type_, r.name))
+                })
+                .collect();
+            if targets.is_empty() {
+                if tolerate_unresolved {
+                    // Most likely a resource whose condition was false: ARM drops such edges.
+                    continue;
+                }
+                return Err(TemplateError::InvalidTemplate {
+                    path: "resources".to_string(),
+                    message: format!(
+                        "The resource '{d}' is not defined in the template. Please see https://aka.ms/arm-syntax for usage details."
+                    ),
+                });
+            }
+            deps[i].extend(targets);
+            kept.push(d.clone());
+        }
+        resources[i].depends_on = kept;
+    }
+    // Kahn's algorithm, always taking the earliest ready resource so the order is stable.
+    let mut placed = vec![false; n];
+    let mut order = Vec::with_capacity(n);
+    while order.len() < n {
+        let next = (0..n).find(|&i| !placed[i] && deps[i].iter().all(|&d| placed[d] && d != i));
+        let Some(i) = next else {
+            let stuck = (0..n)
+                .find(|&i| !placed[i])
+                .map(|i| resources[i].id.clone())
+                .unwrap_or_default();
+            return Err(TemplateError::InvalidTemplate {
+                path: "resources".to_string(),
+                message: format!(
+                    "Circular dependency detected on resource: '{stuck}'. Please see https://aka.ms/arm-syntax-resources for usage details."
+                ),
+            });
+        };
+        placed[i] = true;
+        order.push(i);
+    }
+    let mut slots: Vec<Option<EvaluatedResource>> = resources.into_iter().map(Some).collect();
+    Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
 }
 
 fn expr_error(path: &str, message: String) -> TemplateError {
@@ -3605,6 +3743,99 @@ mod tests {
         let with = evaluate(&template, &json!({"withIdentity": {"value": true}}), &ctx()).unwrap();
         assert_eq!(with.resources.len(), 4);
         assert_eq!(with.resources[0].location.as_deref(), Some("westeurope"));
+    }
+
+    fn res(name: &str, deps: &[&str]) -> Value {
+        json!({"type": "X.Y/z", "apiVersion": "1", "name": name, "dependsOn": deps})
+    }
+
+    fn order(template: Value) -> Result<Vec<String>, TemplateError> {
+        evaluate(&template, &Value::Null, &ctx())
+            .map(|t| t.resources.into_iter().map(|r| r.name).collect())
+    }
+
+    #[test]
+    fn resources_are_ordered_by_depends_on() {
+        let rg = ctx().resource_group_id();
+        let t = json!({"resources": [
+            res("c", &["b", &format!("{rg}/providers/X.Y/z/a")]),
+            res("b", &["X.Y/z/a"]),
+            res("a", &[]),
+            res("d", &[]),
+        ]});
+        // `a` first, then `b` (needs `a`), then `c` (needs both); `d` keeps its place after.
+        assert_eq!(order(t).unwrap(), ["a", "b", "c", "d"]);
+        // Independent resources keep template order.
+        assert_eq!(
+            order(json!({"resources": [res("z", &[]), res("y", &[])]})).unwrap(),
+            ["z", "y"]
+        );
+    }
+
+    #[test]
+    fn dependency_errors() {
+        let e = order(json!({"resources": [res("a", &["nope"])]})).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("The resource 'nope' is not defined in the template."),
+            "{e}"
+        );
+        let e = order(json!({"resources": [res("a", &["b"]), res("b", &["a"])]})).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("Circular dependency detected on resource: '"),
+            "{e}"
+        );
+        let e = order(json!({"resources": [res("a", &["a"])]})).unwrap_err();
+        assert!(e.to_string().contains("Circular dependency"), "{e}");
+        // A dependency on a resource skipped by its condition is dropped, as in ARM.
+        let mut skipped = res("gone", &[]);
+        skipped["condition"] = json!(false);
+        let t = json!({"resources": [res("a", &["gone"]), skipped]});
+        let out = evaluate(&t, &Value::Null, &ctx()).unwrap();
+        assert_eq!(out.resources.len(), 1);
+        assert!(out.resources[0].depends_on.is_empty());
+    }
+
+    #[test]
+    fn resource_ids_and_segment_lengths() {
+        let out = evaluate(&python_worker_template(), &Value::Null, &ctx()).unwrap();
+        assert_eq!(
+            out.resources[0].id,
+            format!(
+                "{}/providers/Microsoft.ContainerInstance/containerGroups/bmg7c6xu4tw46",
+                ctx().resource_group_id()
+            )
+        );
+        let e = order(json!({"resources": [{"type": "X.Y/z", "apiVersion": "1", "name": "a/b"}]}))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("has incorrect segment lengths"),
+            "{e}"
+        );
+        let e = order(json!({"resources": [{"type": "XY", "apiVersion": "1", "name": "a"}]}))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("has incorrect segment lengths"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn parameters_are_echoed_without_secrets() {
+        let t = json!({
+            "parameters": {
+                "name": {"type": "string", "defaultValue": "[resourceGroup().name]"},
+                "pw": {"type": "secureString"},
+                "n": {"type": "int", "defaultValue": 2}
+            },
+            "resources": []
+        });
+        let out = evaluate(&t, &json!({"pw": {"value": "hunter2"}}), &ctx()).unwrap();
+        assert_eq!(
+            Value::Object(out.parameters),
+            json!({"name": {"type": "String", "value": "my-rg"}, "pw": {"type": "SecureString"}, "n": {"type": "Int", "value": 2}})
+        );
     }
 
     #[test]
