@@ -571,7 +571,13 @@ pub fn action_for(method: &str, arm_path: &str) -> String {
     // ends on a type (a collection, or the verb of a POST action).
     let mut parts = vec![namespace];
     parts.extend(rest.iter().step_by(2).map(|s| canonical(s)));
-    let verb = match method.to_ascii_uppercase().as_str() {
+    let method = method.to_ascii_uppercase();
+    // Name checks are POSTs that only read, and ARM authorises them as reads.
+    let name_check = rest
+        .last()
+        .is_some_and(|s| s.eq_ignore_ascii_case("checkNameAvailability"));
+    let verb = match method.as_str() {
+        "POST" if name_check => "read",
         "GET" | "HEAD" | "OPTIONS" => "read",
         "PUT" | "PATCH" => "write",
         "DELETE" => "delete",
@@ -694,6 +700,7 @@ fn canonical(segment: &str) -> String {
         "register",
         "unregister",
         "listCredentials",
+        "checkNameAvailability",
         "virtualNetworks",
         "subnets",
         "validate",
@@ -1466,6 +1473,11 @@ mod tests {
             ("PUT", format!("{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id"), "Microsoft.ManagedIdentity/userAssignedIdentities/write"),
             ("PUT", format!("{rg}/providers/Microsoft.ContainerRegistry/registries/r"), "Microsoft.ContainerRegistry/registries/write"),
             ("POST", format!("{rg}/providers/Microsoft.ContainerRegistry/registries/r/listCredentials"), "Microsoft.ContainerRegistry/registries/listCredentials/action"),
+            ("POST", "/subscriptions/s/providers/Microsoft.ContainerRegistry/checknameavailability".into(), "Microsoft.ContainerRegistry/checkNameAvailability/read"),
+            ("GET", "/subscriptions/s/locations".into(), "Microsoft.Resources/subscriptions/locations/read"),
+            ("GET", "/providers/Microsoft.ContainerInstance/operations".into(), "Microsoft.ContainerInstance/operations/read"),
+            ("POST", format!("{cg}/containers/job/attach"), "Microsoft.ContainerInstance/containerGroups/containers/attach/action"),
+            ("POST", format!("{rg}/providers/Microsoft.Resources/deployments/d1/validate"), "Microsoft.Resources/deployments/validate/action"),
         ];
         for (method, path, expected) in cases {
             assert_eq!(action_for(method, &path), expected, "{method} {path}");
