@@ -375,6 +375,12 @@ pub fn scope_covers(assignment_scope: &str, target_scope: &str) -> bool {
 /// Whether `action` matches the permission `pattern`: case-insensitive, `*` matches any run of
 /// characters (including `/`), and `/*/` may also match a single `/`.
 pub fn action_matches(pattern: &str, action: &str) -> bool {
+    // Real actions and patterns are well under 200 characters; refusing absurd lengths keeps
+    // the matcher's memory and recursion bounded, and refusing is the safe answer.
+    const MAX_LEN: usize = 1024;
+    if pattern.len() > MAX_LEN || action.len() > MAX_LEN {
+        return false;
+    }
     let p: Vec<char> = pattern.to_ascii_lowercase().chars().collect();
     let a: Vec<char> = action.to_ascii_lowercase().chars().collect();
     glob(&p, &a)
@@ -862,6 +868,11 @@ mod tests {
                 "{pattern} vs {action}"
             );
         }
+    }
+
+    #[test]
+    fn absurdly_long_actions_are_refused() {
+        assert!(!action_matches("*", &"a".repeat(5000)));
     }
 
     #[test]
