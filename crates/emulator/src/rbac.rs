@@ -373,7 +373,8 @@ pub fn scope_covers(assignment_scope: &str, target_scope: &str) -> bool {
 }
 
 /// Whether `action` matches the permission `pattern`: case-insensitive, `*` matches any run of
-/// characters (including `/`), and `/*/` may also match a single `/`.
+/// characters (including `/`), and `/*/` may also match a single `/`. Inputs longer than 1024
+/// characters never match.
 pub fn action_matches(pattern: &str, action: &str) -> bool {
     // Real actions and patterns are well under 200 characters; refusing absurd lengths keeps
     // the matcher's memory and recursion bounded, and refusing is the safe answer.
