@@ -89,6 +89,24 @@ pub struct ArmClientConfig {
     pub http_client: Option<reqwest::Client>,
 }
 
+impl std::fmt::Debug for ArmClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArmClientConfig")
+            .field("endpoint", &self.endpoint.as_str())
+            .field("credential", &self.credential.name())
+            .field("scope", &self.scope)
+            .field("retry", &self.retry)
+            .field("throttle", &self.throttle)
+            .field("ca_file", &self.ca_file)
+            .field("user_agent", &self.user_agent)
+            .field("timeouts", &self.timeouts)
+            .field("polling", &self.polling)
+            .field("token_refresh_margin", &self.token_refresh_margin)
+            .field("shared_http_client", &self.http_client.is_some())
+            .finish()
+    }
+}
+
 impl ArmClientConfig {
     /// Defaults for everything but the endpoint and the credential.
     pub fn new(endpoint: Url, credential: Arc<dyn TokenCredential>) -> Self {
@@ -105,6 +123,16 @@ impl ArmClientConfig {
             token_refresh_margin: CachedCredential::DEFAULT_REFRESH_MARGIN,
             http_client: None,
         }
+    }
+
+    /// Defaults for `cloud`: its ARM endpoint and token scope.
+    pub fn for_cloud(
+        cloud: &crate::cloud::AzureCloud,
+        credential: Arc<dyn TokenCredential>,
+    ) -> Self {
+        let mut c = Self::new(cloud.resource_manager.clone(), credential);
+        c.scope = cloud.token_scope.clone();
+        c
     }
 }
 

@@ -33,6 +33,34 @@
 //! - [`error`] — [`ArmError`] and the ARM error envelope.
 //! - [`metrics`] — [`ArmMetrics`] request counters.
 //!
+//! # Example
+//!
+//! Wiring it together the way the worker does: one HTTP client (with the
+//! optional private CA) shared by the credentials and the ARM client.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use azure_arm::*;
+//!
+//! let env = AzureEnvironmentConfig::from_process_env()?;
+//! let http = build_http_client(&HttpClientConfig { ca_file: None, ..Default::default() })?;
+//! let explicit = ExplicitClientSecret::default(); // from the pool's aci_credentials block
+//! let credential =
+//!     DefaultAzureCredential::from_env(&env, &explicit, http.clone(), &DefaultCredentialOptions::default())?;
+//! let mut config = ArmClientConfig::for_cloud(&env.cloud, Arc::new(credential));
+//! config.http_client = Some(http);
+//! let arm = ArmClient::new(config)?;
+//!
+//! let path = "/subscriptions/SUB/resourceGroups/RG/providers/Microsoft.ContainerInstance/containerGroups/job-1";
+//! let created = arm.put::<_, serde_json::Value>(path, "2025-09-01", &serde_json::json!({ /* ... */ })).await?;
+//! let group = created.wait().await?; // follows Azure-AsyncOperation / Location / resource GET
+//! let state: Option<serde_json::Value> = arm.get_opt(path, "2025-09-01").await?;
+//! arm.delete(path, "2025-09-01").await?.wait().await?;
+//! # let _ = (group, state);
+//! # Ok(()) }
+//! ```
+//!
 //! **Architecture Invariant:** this crate knows ARM conventions, not resource
 //! shapes. Callers bring their own `serde` types; nothing here depends on the
 //! DTO crate.
@@ -66,8 +94,8 @@ pub use cloud::{AzureCloud, AzureEnvironmentConfig};
 pub use credential::{
     AccessToken, AzureCliCredential, CachedCredential, ChainedCredential, ClientSecretCredential,
     CredentialError, DefaultAzureCredential, DefaultCredentialOptions, ExplicitClientSecret,
-    ManagedIdentityCredential, ManagedIdentityOptions, Secret, TokenCredential, TokenFuture,
-    WorkloadIdentityCredential,
+    ManagedIdentityCredential, ManagedIdentityOptions, Secret, StaticTokenCredential,
+    TokenCredential, TokenFuture, WorkloadIdentityCredential,
 };
 pub use error::{ArmError, ArmErrorDetail};
 pub use http::{build_http_client, HttpClientConfig, HttpClientError, Timeouts};

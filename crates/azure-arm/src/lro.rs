@@ -224,12 +224,17 @@ impl Poller {
                         .as_ref()
                         .and_then(provisioning_state)
                         .unwrap_or_else(|| "Succeeded".to_owned());
-                    self.classify(
-                        state,
-                        body,
-                        |b| b.get("properties")?.get("error").cloned(),
-                        &resp,
-                    )?
+                    if self.kind == LroKind::Delete && state.eq_ignore_ascii_case("succeeded") {
+                        // Still there: a deletion is only done when the GET says 404.
+                        PollStatus::InProgress("Deleting".to_owned())
+                    } else {
+                        self.classify(
+                            state,
+                            body,
+                            |b| b.get("properties")?.get("error").cloned(),
+                            &resp,
+                        )?
+                    }
                 }
                 _ => return Err(http_error(&Method::GET, url.path(), &resp)),
             },

@@ -194,7 +194,27 @@ impl Pipeline {
                     .unwrap_or(client_request_id)
                     .to_owned();
                 self.metrics.record_response(operation, status);
-                tracing::debug!(attempt, status, request_id = %request_id, elapsed_ms, "ARM response");
+                let header = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                };
+                // ARM reports what is left of the principal's bucket for this class.
+                let remaining = header(match class {
+                    OperationClass::Read => "x-ms-ratelimit-remaining-subscription-reads",
+                    OperationClass::Write => "x-ms-ratelimit-remaining-subscription-writes",
+                    OperationClass::Delete => "x-ms-ratelimit-remaining-subscription-deletes",
+                });
+                tracing::debug!(
+                    attempt,
+                    status,
+                    request_id = %request_id,
+                    correlation_id = header("x-ms-correlation-request-id"),
+                    ratelimit_remaining = remaining,
+                    elapsed_ms,
+                    "ARM response"
+                );
                 Ok(RawResponse {
                     status,
                     headers,

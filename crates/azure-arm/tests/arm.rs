@@ -607,23 +607,27 @@ async fn client_side_throttle_delays_writes() {
     cfg.throttle = ThrottleConfig {
         writes: azure_arm::BucketConfig {
             capacity: 1.0,
-            refill_per_sec: 20.0,
+            refill_per_sec: 10.0,
         },
         ..ThrottleConfig::default()
     };
     let c = ArmClient::new(cfg).unwrap();
     let started = Instant::now();
-    for _ in 0..3 {
-        c.put::<_, Thing>(RES, API, &json!({})).await.unwrap();
+    // Three writes at once: the first takes the only token, the others
+    // reserve the next refills and wait ~100 ms and ~200 ms.
+    let body = json!({});
+    let put = || c.put::<_, Thing>(RES, API, &body);
+    let (a, b, d) = tokio::join!(put(), put(), put());
+    for r in [a, b, d] {
+        r.unwrap();
     }
-    // Second PUT waits ~50 ms, third ~50 ms more.
     assert!(
-        started.elapsed() >= Duration::from_millis(90),
+        started.elapsed() >= Duration::from_millis(190),
         "{:?}",
         started.elapsed()
     );
     assert!(
-        c.metrics().throttle_wait() >= Duration::from_millis(80),
+        c.metrics().throttle_wait() >= Duration::from_millis(250),
         "{:?}",
         c.metrics().throttle_wait()
     );
@@ -1035,4 +1039,177 @@ async fn chain_falls_through_to_managed_identity_and_sticks() {
         !imds.requests()[0].query.contains_key("client_id"),
         "system-assigned without AZURE_CLIENT_ID"
     );
+}
+
+// ---------------------------------------------------------------- TLS with a private CA
+
+/// A TLS listener for axum: accepts TCP, completes the handshake, hands over the stream.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            // A client that rejects our certificate fails the handshake; keep serving.
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+fn test_data(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+async fn serve_tls(handler: impl Fn(&Req) -> Response + Send + Sync + 'static) -> Url {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs = CertificateDer::pem_file_iter(test_data("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(test_data("server.key")).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let listener = TlsListener {
+        tcp,
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    };
+    let handler = Arc::new(handler);
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let handler = handler.clone();
+        async move {
+            let (parts, _) = req.into_parts();
+            let r = Req {
+                method: parts.method.to_string(),
+                path: parts.uri.path().to_owned(),
+                query: HashMap::new(),
+                headers: parts.headers,
+                body: Bytes::new(),
+            };
+            handler(&r)
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap()
+}
+
+/// `ca_file` makes a server certificate from a private CA (like the
+/// emulator's `--tls`) trusted; without it the connection is refused.
+#[tokio::test]
+async fn private_ca_file_is_trusted() {
+    let url = serve_tls(|_| json_resp(200, thing("Succeeded"))).await;
+    let mut cfg = fast_config(url.clone(), StaticCred::new(Duration::from_secs(3600)));
+    cfg.ca_file = Some(test_data("ca.pem"));
+    let got: Thing = ArmClient::new(cfg).unwrap().get(RES, API).await.unwrap();
+    assert_eq!(got.name, "cg");
+
+    let mut cfg = fast_config(url, StaticCred::new(Duration::from_secs(3600)));
+    cfg.retry = RetryPolicy::none();
+    let err = ArmClient::new(cfg)
+        .unwrap()
+        .get::<Value>(RES, API)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ArmError::Transport { .. }), "{err:?}");
+}
+
+// ---------------------------------------------------------------- Azure CLI
+
+fn fake_az(script_body: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::temp_dir().join(format!("fake-az-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&path, format!("#!/bin/sh\n{script_body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// The CLI credential runs `az account get-access-token` with the scope and
+/// tenant, and reads `accessToken`/`expires_on`.
+#[tokio::test]
+async fn azure_cli_credential_runs_az() {
+    let args_file = std::env::temp_dir().join(format!("fake-az-args-{}", uuid::Uuid::new_v4()));
+    let az = fake_az(&format!(
+        "echo \"$@\" > {}\necho '{{\"accessToken\":\"cli-token\",\"expiresOn\":\"2099-01-01 00:00:00.000000\",\"expires_on\":4070908800,\"tokenType\":\"Bearer\"}}'",
+        args_file.display()
+    ));
+    let cred = azure_arm::AzureCliCredential::new()
+        .with_program(&az)
+        .with_tenant(Some("tenant-1".into()));
+    let t = cred
+        .get_token("https://management.azure.com/.default")
+        .await
+        .unwrap();
+    assert_eq!(t.token.expose(), "cli-token");
+    assert_eq!(
+        t.expires_on,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(4_070_908_800)
+    );
+    let args = std::fs::read_to_string(&args_file).unwrap();
+    assert_eq!(
+        args.trim(),
+        "account get-access-token --output json --scope https://management.azure.com/.default --tenant tenant-1"
+    );
+
+    let not_logged_in =
+        fake_az("echo \"ERROR: Please run 'az login' to setup account.\" >&2\nexit 1");
+    let err = azure_arm::AzureCliCredential::new()
+        .with_program(&not_logged_in)
+        .get_token("https://management.azure.com/.default")
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_unavailable() && err.to_string().contains("(run `az login`)"),
+        "{err}"
+    );
+    for f in [az, not_logged_in, args_file] {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+/// DELETE answered 202 without operation headers: poll the resource until 404.
+#[tokio::test]
+async fn delete_without_headers_polls_until_gone() {
+    let gets = Arc::new(AtomicU32::new(0));
+    let g = gets.clone();
+    let fake = serve(move |r, _| match r.method.as_str() {
+        "DELETE" => empty(202),
+        "GET" => match g.fetch_add(1, Ordering::SeqCst) {
+            0 => json_resp(200, thing("Deleting")),
+            1 => json_resp(200, thing("Succeeded")),
+            _ => json_resp(
+                404,
+                json!({"error": {"code": "ResourceNotFound", "message": "gone"}}),
+            ),
+        },
+        _ => empty(500),
+    })
+    .await;
+    let out = client(&fake).delete(RES, API).await.unwrap();
+    let DeleteOutcome::Accepted(poller) = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(poller.mode(), &PollMode::ResourceGet);
+    poller.wait().await.unwrap();
+    assert_eq!(gets.load(Ordering::SeqCst), 3);
 }

@@ -441,6 +441,7 @@ fn put(shared: &SharedRef, ctx: &ArmCtx, rg: &str, name: &str) -> Result<Respons
                         generation: 0,
                         cancel: shared.shutdown.child_token(),
                         tracker: tokio_util::task::TaskTracker::new(),
+                        current_op: None,
                         imds_key: uuid::Uuid::new_v4().simple().to_string(),
                     },
                 );

@@ -72,6 +72,7 @@ pub(crate) fn deploy(shared: &SharedRef, key: &str, op_id: Option<String>) {
         let old_cancel = std::mem::replace(&mut g.cancel, shared.shutdown.child_token());
         let old_tracker = std::mem::replace(&mut g.tracker, TaskTracker::new());
         g.generation += 1;
+        let previous_op = std::mem::replace(&mut g.current_op, op_id.clone());
         g.provisioning_state = "Pending".to_string();
         g.instance_state = Some("Pending".to_string());
         let limit = shared.config.log_limit_bytes;
@@ -87,7 +88,11 @@ pub(crate) fn deploy(shared: &SharedRef, key: &str, op_id: Option<String>) {
                 logs: Arc::new(Mutex::new(LogBuffer::new(limit))),
             })
             .collect();
-        (g.generation, old_cancel, old_tracker)
+        let gen = g.generation;
+        if let Some(op) = previous_op {
+            set_op(&mut state, &op, "Canceled", None);
+        }
+        (gen, old_cancel, old_tracker)
     };
     old_cancel.cancel();
     let shared2 = shared.clone();
@@ -346,21 +351,40 @@ pub(crate) fn signal_group(pid: u32, sig: i32) {
     }
 }
 
+/// Longest line kept as one log line; longer output is split (a process printing without
+/// newlines must not grow memory without bound).
+const MAX_LINE: usize = 64 * 1024;
+
 async fn pump<R: AsyncRead + Unpin>(reader: R, logs: Arc<Mutex<LogBuffer>>) {
     let mut reader = BufReader::new(reader);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                    buf.pop();
-                }
-                let line = String::from_utf8_lossy(&buf).into_owned();
-                lock(&logs).push(crate::state::log_timestamp(), line);
-            }
+    let mut line: Vec<u8> = Vec::new();
+    let flush = |line: &mut Vec<u8>| {
+        while line.last().is_some_and(|b| *b == b'\r') {
+            line.pop();
         }
+        let text = String::from_utf8_lossy(line).into_owned();
+        lock(&logs).push(crate::state::log_timestamp(), text);
+        line.clear();
+    };
+    loop {
+        let chunk = match reader.fill_buf().await {
+            Ok(c) if !c.is_empty() => c,
+            _ => break,
+        };
+        let room = MAX_LINE - line.len();
+        let (take, newline) = match chunk.iter().take(room).position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len().min(room), false),
+        };
+        let end = if newline { take - 1 } else { take };
+        line.extend_from_slice(&chunk[..end]);
+        reader.consume(take);
+        if newline || line.len() >= MAX_LINE {
+            flush(&mut line);
+        }
+    }
+    if !line.is_empty() {
+        flush(&mut line);
     }
 }
 
@@ -421,7 +445,7 @@ async fn run_container(
                 if record_start_failure(&shared, &key, gen, idx, &message, &launch.restart_policy) {
                     return;
                 }
-                if !sleep_or_cancel(shared.config.restart_delay_ms, &cancel).await {
+                if !sleep_or_cancel(backoff(&shared, &key, gen, idx), &cancel).await {
                     return;
                 }
                 continue;
@@ -552,7 +576,7 @@ async fn run_container(
         if still_ours.is_none() || !restart {
             return;
         }
-        if !sleep_or_cancel(shared.config.restart_delay_ms, &cancel).await {
+        if !sleep_or_cancel(backoff(&shared, &key, gen, idx), &cancel).await {
             with_group(&shared, &key, gen, |g| {
                 if let Some(c) = g.containers.get_mut(idx) {
                     c.active = false;
@@ -562,6 +586,23 @@ async fn run_container(
             return;
         }
     }
+}
+
+/// The pause before the next restart: `restart_delay_ms` doubled per restart so far (up to
+/// 32×, at most 5 minutes), like the platform's crash-loop back-off.
+fn backoff(shared: &SharedRef, key: &str, gen: u64, idx: usize) -> u64 {
+    let restarts = with_group(shared, key, gen, |g| {
+        g.containers
+            .get(idx)
+            .map(|c| c.view.restart_count)
+            .unwrap_or(0)
+    })
+    .unwrap_or(0);
+    shared
+        .config
+        .restart_delay_ms
+        .saturating_mul(1u64 << restarts.min(5))
+        .min(300_000)
 }
 
 /// Records a container that could not start. Returns true when no restart follows.

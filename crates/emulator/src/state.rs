@@ -149,6 +149,8 @@ pub(crate) struct GroupEntry {
     pub cancel: CancellationToken,
     /// Tracks the current generation's tasks (to await kills).
     pub tracker: TaskTracker,
+    /// The async operation of the current generation's provisioning, if any.
+    pub current_op: Option<String>,
     /// Key of this group's scoped IMDS endpoint (`/_imds/{key}/metadata/...`).
     pub imds_key: String,
 }

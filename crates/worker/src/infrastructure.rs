@@ -143,13 +143,14 @@ pub trait Infrastructure: Send + Sync + 'static {
         Duration::from_secs(30)
     }
 
-    /// Called once at worker start and then periodically: adopt or clean up work that a
-    /// previous worker process left behind. The default does nothing.
+    /// Called once at worker start and then periodically: clean up what finished runs left
+    /// behind, and return the flow runs whose infrastructure still runs, for the worker to
+    /// adopt and watch (it skips runs it is already handling). The default finds nothing.
     fn recover(
         &self,
         _ctx: RecoveryContext,
-    ) -> impl Future<Output = Result<(), InfraError>> + Send {
-        async { Ok(()) }
+    ) -> impl Future<Output = Result<Vec<uuid::Uuid>, InfraError>> + Send {
+        async { Ok(vec![]) }
     }
 }
 

@@ -16,19 +16,23 @@ use serde_json::{json, Map, Value};
 /// Reads blocks and variables through the Prefect API.
 pub struct ApiSource<'a>(pub &'a PrefectClient);
 
+fn source_error(e: prefect_client::ApiError) -> SourceError {
+    SourceError::with_source("the Prefect API request failed", e)
+}
+
 impl TemplateSource for ApiSource<'_> {
     async fn block_document_by_slug_and_name(
         &self,
         slug: &str,
         name: &str,
     ) -> Result<Option<Value>, SourceError> {
-        Ok(self.0.read_block_document_data_by_name(slug, name).await?)
+        self.0.read_block_document_data_by_name(slug, name).await.map_err(source_error)
     }
     async fn block_document_by_id(&self, id: &str) -> Result<Option<Value>, SourceError> {
-        Ok(self.0.read_block_document_data(id).await?)
+        self.0.read_block_document_data(id).await.map_err(source_error)
     }
     async fn variable(&self, name: &str) -> Result<Option<Value>, SourceError> {
-        Ok(self.0.read_variable(name).await?)
+        self.0.read_variable(name).await.map_err(source_error)
     }
 }
 

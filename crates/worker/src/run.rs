@@ -52,6 +52,8 @@ pub enum Phase<J> {
     Cleanup(Arc<Submission<J>>),
     /// The worker is shutting down before launch: hand the run back to the pool.
     Release,
+    /// Re-adopt a run whose infrastructure outlived a previous worker: configure, then watch.
+    Adopt,
     /// Nothing left to do.
     Done,
 }
@@ -69,6 +71,7 @@ impl<J> Phase<J> {
             Phase::Crash(..) => "crash",
             Phase::Cleanup(_) => "cleanup",
             Phase::Release => "release",
+            Phase::Adopt => "adopt",
             Phase::Done => "done",
         }
     }
@@ -252,6 +255,13 @@ async fn step<I: Infrastructure>(run: &mut RunState<I>, phase: Phase<I::Job>) ->
             }
         }
         Phase::Configure => configure(run).await,
+        Phase::Adopt => match configure(run).await? {
+            Phase::Submit(sub) => {
+                run.logger.info(format!("Worker '{}' adopted flow run '{id}' running on {}", shared.config.name, sub.identifier));
+                Ok(Phase::Watch(sub))
+            }
+            other => Ok(other),
+        },
         Phase::Submit(sub) => {
             let server = &shared.server;
             if server.supports_labels() {
@@ -283,11 +293,13 @@ async fn step<I: Infrastructure>(run: &mut RunState<I>, phase: Phase<I::Job>) ->
             if run.control.cancel.is_cancelled() {
                 return Ok(Phase::Cancel(sub));
             }
-            shared.infra.launch(&sub.job).await.map_err(fail(Phase::Launch(sub.clone())))?;
+            // The identifier is deterministic, so it is reported before the infrastructure
+            // exists: a cancellation or a restarted worker can find a launch in progress.
             client
                 .set_infrastructure_pid(id, &sub.identifier)
                 .await
                 .map_err(fail(Phase::Launch(sub.clone())))?;
+            shared.infra.launch(&sub.job).await.map_err(fail(Phase::Launch(sub.clone())))?;
             run.logger.info(format!(
                 "Flow run '{}' submitted to infrastructure",
                 run.flow_run.name
@@ -404,6 +416,11 @@ async fn configure<I: Infrastructure>(run: &mut RunState<I>) -> StepResult<I::Jo
     let shared = run.shared.clone();
     let client = &shared.client;
     let fr = run.flow_run.clone();
+    if run.deployment.is_none() {
+        if let Some(dep_id) = fr.deployment_id {
+            run.deployment = client.read_deployment(dep_id).await.map_err(fail(Phase::Configure))?;
+        }
+    }
     let deployment: Option<Deployment> = run.deployment.clone();
     let flow: Flow = client.read_flow(fr.flow_id).await.map_err(fail(Phase::Configure))?;
     run.logger.info(format!(
@@ -467,7 +484,7 @@ fn error_policy<I: Infrastructure>(
             // The Prefect API is the source of truth; while it is unreachable we keep trying
             // (bounded for phases before launch, where giving up just leaves the run Pending
             // for the zombie reaper, and unbounded once a container may exist).
-            let before_launch = matches!(failed, Phase::Claim | Phase::Configure | Phase::Submit(_));
+            let before_launch = matches!(failed, Phase::Claim | Phase::Configure | Phase::Submit(_) | Phase::Adopt);
             if e.is_transient() && !(before_launch && run.attempts >= 20) {
                 Decision::Retry(backoff(run.attempts), failed)
             } else if matches!(failed, Phase::Claim) {

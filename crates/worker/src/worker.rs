@@ -225,9 +225,9 @@ pub async fn run<I: Infrastructure>(
         related: vec![shared.pool_related()],
     });
     heartbeat(&shared).await;
-    recover(&shared).await;
-
     let tracker = TaskTracker::new();
+    recover(&shared, &tracker).await;
+
     let slots = shared.config.limit.map(|l| Arc::new(Semaphore::new(l)));
     let mut poll_tick = tokio::time::interval(shared.config.query_interval);
     let mut heartbeat_tick = tokio::time::interval(jittered(shared.config.heartbeat_interval));
@@ -255,7 +255,7 @@ pub async fn run<I: Infrastructure>(
                 heartbeat(&shared).await;
             }
             _ = observe_tick.tick() => observe(&shared).await,
-            _ = recover_tick.tick() => recover(&shared).await,
+            _ = recover_tick.tick() => recover(&shared, &tracker).await,
         }
     }
 
@@ -361,14 +361,35 @@ async fn heartbeat<I: Infrastructure>(shared: &Arc<Shared<I>>) {
     }
 }
 
-async fn recover<I: Infrastructure>(shared: &Arc<Shared<I>>) {
+/// Clean up after earlier workers and adopt runs whose infrastructure is still running.
+async fn recover<I: Infrastructure>(shared: &Arc<Shared<I>>, tracker: &TaskTracker) {
     let ctx = RecoveryContext {
         client: shared.client.clone(),
         work_pool: shared.pool(),
         worker_name: shared.config.name.clone(),
     };
-    if let Err(e) = shared.infra.recover(ctx).await {
-        tracing::warn!(error = %e, "recovery of earlier flow runs failed; will retry");
+    let ids = match shared.infra.recover(ctx).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(error = %e, "recovery of earlier flow runs failed; will retry");
+            return;
+        }
+    };
+    for id in ids {
+        if shared.shutdown.is_cancelled() {
+            return;
+        }
+        if shared.in_flight.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&id) {
+            continue;
+        }
+        match shared.client.read_flow_run(id).await {
+            Ok(Some(fr)) => {
+                tracing::info!(flow_run.id = %id, "adopting a flow run whose infrastructure is still running");
+                submit(shared, tracker, fr, Phase::Adopt, None);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read flow run {id} for adoption"),
+        }
     }
 }
 

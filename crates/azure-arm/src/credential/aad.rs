@@ -214,10 +214,7 @@ pub fn classify_token_attempt(
     r: &Result<(u16, reqwest::header::HeaderMap, impl Sized), reqwest::Error>,
 ) -> Verdict {
     match r {
-        Ok((status, headers, _)) if (200..300).contains(status) => {
-            let _ = headers;
-            Verdict::Done
-        }
+        Ok((status, _, _)) if (200..300).contains(status) => Verdict::Done,
         Ok((status, headers, _)) => Verdict::Status {
             status: *status,
             retry_after: retry::parse_retry_after(headers, std::time::SystemTime::now()),

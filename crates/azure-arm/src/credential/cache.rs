@@ -83,3 +83,69 @@ impl TokenCredential for CachedCredential {
         self.inner.name()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credential::CredentialError;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// Slow source whose first call succeeds and later calls fail.
+    struct Flaky {
+        calls: AtomicU32,
+        lifetime: Duration,
+    }
+
+    impl TokenCredential for Flaky {
+        fn get_token<'a>(&'a self, _scope: &'a str) -> TokenFuture<'a> {
+            Box::pin(async move {
+                let n = self.calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if n == 0 {
+                    Ok(AccessToken::expiring_in(format!("t{n}"), self.lifetime))
+                } else {
+                    Err(CredentialError::Unavailable {
+                        credential: "Flaky",
+                        reason: "down".into(),
+                    })
+                }
+            })
+        }
+        fn name(&self) -> &'static str {
+            "Flaky"
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_share_one_fetch() {
+        let inner = Arc::new(Flaky {
+            calls: AtomicU32::new(0),
+            lifetime: Duration::from_secs(3600),
+        });
+        let cache = Arc::new(CachedCredential::new(inner.clone()));
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..10 {
+            let c = cache.clone();
+            set.spawn(async move { c.get_token("s").await.map(|t| t.token.expose().to_owned()) });
+        }
+        while let Some(r) = set.join_next().await {
+            assert_eq!(r.unwrap().unwrap(), "t0");
+        }
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+        // Another scope is another slot.
+        assert!(cache.get_token("other").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn failed_refresh_falls_back_to_the_still_valid_token() {
+        // 200 s left: inside the 5-minute margin, so every call tries to refresh.
+        let inner = Arc::new(Flaky {
+            calls: AtomicU32::new(0),
+            lifetime: Duration::from_secs(200),
+        });
+        let cache = CachedCredential::new(inner.clone());
+        assert_eq!(cache.get_token("s").await.unwrap().token.expose(), "t0");
+        assert_eq!(cache.get_token("s").await.unwrap().token.expose(), "t0");
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 2);
+    }
+}

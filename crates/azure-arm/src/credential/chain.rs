@@ -159,7 +159,10 @@ impl ExplicitClientSecret {
 /// Knobs of [`DefaultAzureCredential::from_env`].
 #[derive(Clone, Debug)]
 pub struct DefaultCredentialOptions {
-    /// How long managed identity retries while IMDS warms up.
+    /// How long managed identity retries while IMDS warms up. Outside Azure
+    /// nothing answers at the IMDS address, so the chain reaches the Azure
+    /// CLI only after this long (once; the chain then sticks to the CLI).
+    /// Lower it, or set `exclude_managed_identity`, for local development.
     pub imds_warmup: Duration,
     /// Leave managed identity out of the chain.
     pub exclude_managed_identity: bool,

@@ -15,6 +15,8 @@
 //! | managed identity | [`managed_identity`] | IMDS `GET /metadata/identity/oauth2/token` (AAD v1, `resource=`) |
 //! | Azure CLI | [`cli`] | `az account get-access-token --output json` |
 //!
+//! [`StaticTokenCredential`] (a fixed token) serves the local emulator and tests.
+//!
 //! [`CachedCredential`] sits in front of any of them and keeps one token per
 //! scope until shortly before it expires, so the ARM pipeline can ask for a
 //! token on every request without hitting AAD every time.
@@ -29,6 +31,7 @@ pub mod chain;
 pub mod cli;
 pub mod client_secret;
 pub mod managed_identity;
+pub mod static_token;
 pub mod workload;
 
 use std::fmt;
@@ -43,6 +46,7 @@ pub use chain::{
 pub use cli::AzureCliCredential;
 pub use client_secret::ClientSecretCredential;
 pub use managed_identity::{ManagedIdentityCredential, ManagedIdentityOptions};
+pub use static_token::StaticTokenCredential;
 pub use workload::WorkloadIdentityCredential;
 
 /// The future returned by [`TokenCredential::get_token`].
