@@ -18,7 +18,10 @@
 //! 2. **Variables**, lazily and with cycle detection, so they may refer to parameters and to
 //!    each other in any order.
 //! 3. **Resources**, in order: `condition` (a false one is skipped), then every property.
-//!    Nested child resources are flattened with their parent's type and name prefixed.
+//!    Nested child resources are flattened with their parent's type and name prefixed. Each
+//!    gets its full ARM id; `dependsOn` entries (ids, `type/name` or bare names) must name a
+//!    resource of the template (dependencies on condition-skipped resources are dropped), and
+//!    the result is ordered so dependencies come first, with cycles refused.
 //! 4. **Outputs**, type-checked against their declared `type`.
 //!
 //! # Expression language
@@ -39,9 +42,20 @@
 //! `base64`, `base64ToString`, `empty`, `length`, `createArray`, `createObject`, `array`,
 //! `union`, `coalesce`, `range`, `min`, `max`, `add`, `sub`, `mul`, `div`, `mod`, `equals`,
 //! `less`, `lessOrEquals`, `greater`, `greaterOrEquals`, `and`, `or`, `not`, `if`, `true`,
-//! `false`, `null`.
+//! `false`, `null`, `copyIndex`.
 //!
-//! Anything needing live state (`reference`, `list*`, `utcNow`, …), `copy` loops, user-defined
+//! # Copy loops
+//!
+//! All four kinds of iteration work: resource `copy` (`{"name", "count"}`, one resource per
+//! index; `dependsOn` may name the loop), property `copy` arrays inside any object
+//! (`{"name", "count", "input"}` becomes the array property `name`), top-level variable
+//! `copy`, and output `copy`. `copyIndex()` reads the innermost loop, `copyIndex('name')` a
+//! named one, both with an optional offset. `count` may be 0 to 800, ARM's limit. `mode` and
+//! `batchSize` are accepted and ignored: the emulator deploys sequentially anyway.
+//!
+//! # Refused
+//!
+//! Anything needing live state (`reference`, `list*`, `utcNow`, …), user-defined
 //! functions and symbolic-name (`languageVersion` 2.0) templates are refused with an
 //! `InvalidTemplate` error that names the function or feature and the JSON path where it was
 //! found, so a user sees exactly what the emulator cannot do instead of a half-applied
@@ -102,8 +116,12 @@ impl DeploymentContext {
 /// A template after evaluation: the resources to create and the deployment outputs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvaluatedTemplate {
-    /// Resources in template order (children after their parent), skipping those whose
-    /// `condition` was false.
+    /// The parameter values the deployment ran with, in the shape of a deployment's
+    /// `properties.parameters`: `{"name": {"type": "String", "value": …}}`, in declaration
+    /// order. Secure parameters carry no `value`, as in ARM.
+    pub parameters: Map<String, Value>,
+    /// Resources in an order that respects `dependsOn` (template order otherwise, children
+    /// after their parent), skipping those whose `condition` was false.
     pub resources: Vec<EvaluatedResource>,
     /// Outputs in the shape of a deployment's `properties.outputs`:
     /// `{"name": {"type": "String", "value": …}}`. Secure outputs carry no `value`, as in ARM.
@@ -113,6 +131,9 @@ pub struct EvaluatedTemplate {
 /// One resource with every expression evaluated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvaluatedResource {
+    /// Full ARM id in the deployment's resource group, e.g.
+    /// `/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.ContainerInstance/containerGroups/{name}`.
+    pub id: String,
     /// Full resource type, e.g. `Microsoft.ContainerInstance/containerGroups`.
     pub type_: String,
     /// The `apiVersion` the template asked for.
@@ -125,7 +146,8 @@ pub struct EvaluatedResource {
     /// `location`, `identity`, `tags`, `sku`, `properties`, …) minus the template-only keys
     /// `condition`, `dependsOn`, `copy` and nested `resources`.
     pub body: Value,
-    /// Evaluated `dependsOn` entries (resource ids or names, as written).
+    /// Evaluated `dependsOn` entries (resource ids or names, as written). Entries that point
+    /// at a resource skipped by its `condition` are dropped, as ARM does.
     pub depends_on: Vec<String>,
 }
 
@@ -196,8 +218,8 @@ pub enum TemplateError {
         /// Path of the string holding the expression.
         path: String,
     },
-    /// The template uses a template feature this emulator does not implement (`copy` loops,
-    /// user-defined functions, symbolic-name templates, Key Vault parameter references).
+    /// The template uses a template feature this emulator does not implement (user-defined
+    /// functions, symbolic-name templates, Key Vault parameter references).
     #[error(
         "Deployment template validation failed: 'The template feature '{feature}' at path '{path}' is not supported by this emulator. Please see https://aka.ms/arm-syntax for usage details.'."
     )]
@@ -282,7 +304,11 @@ pub fn evaluate(
     ev.evaluate_all_variables()?;
     let resources = ev.evaluate_resources()?;
     let outputs = ev.evaluate_outputs()?;
-    Ok(EvaluatedTemplate { resources, outputs })
+    Ok(EvaluatedTemplate {
+        parameters: ev.parameter_values(),
+        resources,
+        outputs,
+    })
 }
 
 /// ARM's `uniqueString(...)`: a 13-character lowercase base32 hash of the parts joined with `-`.
@@ -474,10 +500,19 @@ struct Evaluator<'a> {
     supplied: HashMap<String, &'a Value>,
     param_values: HashMap<String, Value>,
     params_in_progress: HashSet<String>,
-    variables: HashMap<String, (&'a str, &'a Value)>,
+    /// Declarations keyed by lower-cased name; `true` marks a variable defined by a
+    /// top-level `copy` element (its value is the element: `{name, count, input}`).
+    variables: HashMap<String, (&'a str, &'a Value, bool)>,
     variable_order: Vec<String>,
     variable_values: HashMap<String, Value>,
     variables_in_progress: HashSet<String>,
+    /// How many resources a false `condition` skipped; dependencies on them are dropped.
+    skipped_resources: usize,
+    /// The copy loops being expanded, innermost last: (loop name, current index).
+    copy_stack: Vec<(String, i64)>,
+    /// Resource copy loops by lower-cased name, with the ids of their instances, so
+    /// `dependsOn` can name a whole loop.
+    copy_loops: HashMap<String, Vec<String>>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -553,13 +588,22 @@ impl<'a> Evaluator<'a> {
         let mut variable_order = Vec::new();
         for (name, value) in object_field(template, "variables") {
             if name.eq_ignore_ascii_case("copy") {
-                return Err(TemplateError::UnsupportedFeature {
-                    feature: "copy".to_string(),
-                    path: child_path("variables", name),
-                });
+                // Variable iteration: each element defines an array variable.
+                let copy_path = child_path("variables", name);
+                let elements = value.as_array().ok_or_else(|| TemplateError::InvalidTemplate {
+                    path: copy_path.clone(),
+                    message: "The 'copy' property of 'variables' must be an array of {\"name\", \"count\", \"input\"} objects.".to_string(),
+                })?;
+                for (i, element) in elements.iter().enumerate() {
+                    let copy_name = copy_spec_name(element, &index_path(&copy_path, i))?;
+                    let key = copy_name.to_lowercase();
+                    variables.insert(key.clone(), (copy_name, element, true));
+                    variable_order.push(key);
+                }
+                continue;
             }
             let key = name.to_lowercase();
-            variables.insert(key.clone(), (name.as_str(), value));
+            variables.insert(key.clone(), (name.as_str(), value, false));
             variable_order.push(key);
         }
 
@@ -575,6 +619,9 @@ impl<'a> Evaluator<'a> {
             variable_order,
             variable_values: HashMap::new(),
             variables_in_progress: HashSet::new(),
+            skipped_resources: 0,
+            copy_stack: Vec::new(),
+            copy_loops: HashMap::new(),
         })
     }
 
@@ -639,7 +686,7 @@ impl<'a> Evaluator<'a> {
         if let Some(v) = self.variable_values.get(&key) {
             return Ok(v.clone());
         }
-        let Some(&(decl_name, raw)) = self.variables.get(&key) else {
+        let Some(&(decl_name, raw, from_copy)) = self.variables.get(&key) else {
             return Err(TemplateError::Expression {
                 path: at.to_string(),
                 message: format!("The template variable '{name}' is not found."),
@@ -654,13 +701,11 @@ impl<'a> Evaluator<'a> {
                 ),
             });
         }
-        if raw.as_object().is_some_and(|o| o.contains_key("copy")) {
-            return Err(TemplateError::UnsupportedFeature {
-                feature: "copy".to_string(),
-                path: child_path(&path, "copy"),
-            });
-        }
-        let value = self.eval_value(raw, &path, Site::Body)?;
+        let value = if from_copy {
+            Value::Array(self.expand_copy(raw, &path, Site::Body, true)?)
+        } else {
+            self.eval_value(raw, &path, Site::Body)?
+        };
         self.variables_in_progress.remove(&key);
         self.variable_values.insert(key, value.clone());
         Ok(value)
@@ -674,7 +719,7 @@ impl<'a> Evaluator<'a> {
         }
         let mut seen = HashSet::new();
         for r in &out {
-            if !seen.insert((r.type_.to_lowercase(), r.name.to_lowercase())) {
+            if !seen.insert(r.id.to_lowercase()) {
                 return Err(TemplateError::InvalidTemplate {
                     path: "resources".to_string(),
                     message: format!(
@@ -684,7 +729,34 @@ impl<'a> Evaluator<'a> {
                 });
             }
         }
-        Ok(out)
+        order_by_dependencies(out, self.skipped_resources > 0, &self.copy_loops)
+    }
+
+    /// The parameter values in `properties.parameters` shape, secure ones without a value.
+    fn parameter_values(&self) -> Map<String, Value> {
+        let mut out = Map::new();
+        for key in &self.param_order {
+            let (Some(decl), Some(value)) = (self.params.get(key), self.param_values.get(key))
+            else {
+                continue;
+            };
+            let kind = decl
+                .decl
+                .get("type")
+                .and_then(Value::as_str)
+                .and_then(ParamType::parse)
+                .unwrap_or(ParamType::Object);
+            let mut entry = Map::new();
+            entry.insert(
+                "type".to_string(),
+                Value::String(kind.arm_name().to_string()),
+            );
+            if !kind.is_secure() {
+                entry.insert("value".to_string(), value.clone());
+            }
+            out.insert(decl.name.to_string(), Value::Object(entry));
+        }
+        out
     }
 
     fn evaluate_resource(
@@ -700,17 +772,45 @@ impl<'a> Evaluator<'a> {
                 path: path.to_string(),
                 message: "A template resource must be a JSON object.".to_string(),
             })?;
-        if obj.contains_key("copy") {
-            return Err(TemplateError::UnsupportedFeature {
-                feature: "copy".to_string(),
-                path: child_path(path, "copy"),
-            });
+        let Some(spec) = obj.get("copy") else {
+            self.evaluate_resource_instance(obj, path, parent, out)?;
+            return Ok(());
+        };
+        // Resource iteration: one instance per index, each evaluated with `copyIndex()`.
+        let copy_path = child_path(path, "copy");
+        let loop_name = copy_spec_name(spec, &copy_path)?.to_string();
+        let count = self.copy_count(spec, &copy_path)?;
+        let mut ids = Vec::new();
+        for i in 0..count {
+            self.copy_stack.push((loop_name.clone(), i));
+            let instance = self.evaluate_resource_instance(obj, path, parent, out);
+            self.copy_stack.pop();
+            ids.extend(instance?);
         }
+        self.copy_loops
+            .entry(loop_name.to_lowercase())
+            .or_default()
+            .extend(ids);
+        Ok(())
+    }
+
+    /// Evaluates one resource (one copy instance) and its children; returns the id of the
+    /// resource, or `None` when its condition skipped it.
+    fn evaluate_resource_instance(
+        &mut self,
+        obj: &Map<String, Value>,
+        path: &str,
+        parent: Option<(&str, &str)>,
+        out: &mut Vec<EvaluatedResource>,
+    ) -> Result<Option<String>, TemplateError> {
         if let Some(condition) = obj.get("condition") {
             let cpath = child_path(path, "condition");
             match self.eval_value(condition, &cpath, Site::Body)? {
                 Value::Bool(true) => {}
-                Value::Bool(false) => return Ok(()),
+                Value::Bool(false) => {
+                    self.skipped_resources += 1;
+                    return Ok(None);
+                }
                 other => {
                     return Err(TemplateError::InvalidTemplate {
                         path: cpath,
@@ -801,7 +901,16 @@ impl<'a> Evaluator<'a> {
                 })
             }
         };
+        let id = resource_id_in_group(self.ctx, &type_, &name).ok_or_else(|| {
+            TemplateError::InvalidTemplate {
+                path: path.to_string(),
+                message: format!(
+                    "The template resource '{name}' for type '{type_}' has incorrect segment lengths. A nested resource type must have identical number of segments as its resource name. A root resource type must have segment length one greater than its resource name. Please see https://aka.ms/arm-syntax-resources for usage details."
+                ),
+            }
+        })?;
         out.push(EvaluatedResource {
+            id: id.clone(),
             type_: type_.clone(),
             api_version,
             name: name.clone(),
@@ -822,7 +931,98 @@ impl<'a> Evaluator<'a> {
                 self.evaluate_resource(child, &index_path(&cpath, i), Some((&type_, &name)), out)?;
             }
         }
-        Ok(())
+        Ok(Some(id))
+    }
+
+    /// Expands a `{name, count, input}` copy element into its array of evaluated inputs.
+    fn expand_copy(
+        &mut self,
+        spec: &Value,
+        path: &str,
+        site: Site,
+        named: bool,
+    ) -> Result<Vec<Value>, TemplateError> {
+        let name = if named {
+            copy_spec_name(spec, path)?.to_string()
+        } else {
+            String::new()
+        };
+        let count = self.copy_count(spec, path)?;
+        let input = spec
+            .get("input")
+            .ok_or_else(|| TemplateError::InvalidTemplate {
+                path: path.to_string(),
+                message: "A 'copy' element needs an 'input' (the value produced for each index)."
+                    .to_string(),
+            })?;
+        let input_path = child_path(path, "input");
+        let mut items = Vec::new();
+        for i in 0..count {
+            self.copy_stack.push((name.clone(), i));
+            let item = self.eval_value(input, &input_path, site);
+            self.copy_stack.pop();
+            items.push(item?);
+        }
+        Ok(items)
+    }
+
+    /// The evaluated `count` of a copy element: an integer from 0 to 800, ARM's limit.
+    fn copy_count(&mut self, spec: &Value, path: &str) -> Result<i64, TemplateError> {
+        let count_path = child_path(path, "count");
+        let raw = spec
+            .get("count")
+            .ok_or_else(|| TemplateError::InvalidTemplate {
+                path: path.to_string(),
+                message: "A 'copy' element needs a 'count'.".to_string(),
+            })?;
+        match self.eval_value(raw, &count_path, Site::Body)? {
+            Value::Number(n)
+                if n.as_i64()
+                    .is_some_and(|c| (0..=MAX_COPY_COUNT).contains(&c)) =>
+            {
+                Ok(n.as_i64().unwrap_or(0))
+            }
+            other => Err(TemplateError::InvalidTemplate {
+                path: count_path,
+                message: format!(
+                    "The copy count must be an integer between 0 and {MAX_COPY_COUNT}; got {}.",
+                    match other {
+                        Value::Number(n) => format!("'{n}'"),
+                        v => type_name(&v),
+                    }
+                ),
+            }),
+        }
+    }
+
+    /// `copyIndex([loopName], [offset])`: the current index of the innermost (or the named)
+    /// copy loop, plus the offset.
+    fn copy_index(&self, f: &Call) -> Result<Value, TemplateError> {
+        f.count(0, 2)?;
+        let (name, offset): (Option<String>, i64) = match f.args {
+            [] => (None, 0),
+            [Value::String(n)] => (Some(n.clone()), 0),
+            [_] => (None, f.int_at(0)?),
+            _ => (Some(f.string_at(0)?), f.int_at(1)?),
+        };
+        let found = match name.as_deref() {
+            None => self.copy_stack.last(),
+            Some(n) => self
+                .copy_stack
+                .iter()
+                .rev()
+                .find(|(loop_name, _)| loop_name.eq_ignore_ascii_case(n)),
+        };
+        let Some((_, index)) = found else {
+            let which = name.map(|n| format!(" (loop '{n}')")).unwrap_or_default();
+            return Err(f.err(format!(
+                "The template function 'copyIndex'{which} is not expected at this location. The function can only be used within a copy loop."
+            )));
+        };
+        index
+            .checked_add(offset)
+            .map(Value::from)
+            .ok_or_else(|| f.err("The copyIndex offset is out of range.".to_string()))
     }
 
     fn evaluate_outputs(&mut self) -> Result<Map<String, Value>, TemplateError> {
@@ -837,12 +1037,6 @@ impl<'a> Evaluator<'a> {
                         "The template output '{name}' must be an object with 'type' and 'value'."
                     ),
                 })?;
-            if decl.contains_key("copy") {
-                return Err(TemplateError::UnsupportedFeature {
-                    feature: "copy".to_string(),
-                    path: child_path(&path, "copy"),
-                });
-            }
             if let Some(condition) = decl.get("condition") {
                 let cpath = child_path(&path, "condition");
                 if self.eval_value(condition, &cpath, Site::Body)? == Value::Bool(false) {
@@ -858,14 +1052,21 @@ impl<'a> Evaluator<'a> {
                     ),
                 });
             };
-            let raw = decl
-                .get("value")
-                .ok_or_else(|| TemplateError::InvalidTemplate {
-                    path: path.clone(),
-                    message: format!("The template output '{name}' has no 'value'."),
-                })?;
-            let vpath = child_path(&path, "value");
-            let value = self.eval_value(raw, &vpath, Site::Body)?;
+            let (value, vpath) = if let Some(spec) = decl.get("copy") {
+                // Output iteration: an unnamed loop producing the array value.
+                let cpath = child_path(&path, "copy");
+                let items = self.expand_copy(spec, &cpath, Site::Body, false)?;
+                (Value::Array(items), cpath)
+            } else {
+                let raw = decl
+                    .get("value")
+                    .ok_or_else(|| TemplateError::InvalidTemplate {
+                        path: path.clone(),
+                        message: format!("The template output '{name}' has no 'value'."),
+                    })?;
+                let vpath = child_path(&path, "value");
+                (self.eval_value(raw, &vpath, Site::Body)?, vpath)
+            };
             if !kind.accepts(&value) {
                 return Err(TemplateError::InvalidTemplate {
                     path: vpath,
@@ -908,6 +1109,22 @@ impl<'a> Evaluator<'a> {
                 let mut out = Map::new();
                 for (k, v) in map {
                     let kpath = child_path(path, k);
+                    if k.eq_ignore_ascii_case("copy") && v.is_array() {
+                        // Property iteration: each `{name, count, input}` element becomes the
+                        // array property `name`.
+                        for (i, spec) in v.as_array().into_iter().flatten().enumerate() {
+                            let spec_path = index_path(&kpath, i);
+                            let name = copy_spec_name(spec, &spec_path)?.to_string();
+                            let items = self.expand_copy(spec, &spec_path, site, true)?;
+                            if out.insert(name.clone(), Value::Array(items)).is_some() {
+                                return Err(TemplateError::InvalidTemplate {
+                                    path: spec_path,
+                                    message: format!("The property name '{name}' occurs more than once after evaluation."),
+                                });
+                            }
+                        }
+                        continue;
+                    }
                     // Keys may be expressions too: templates attach identities with
                     // `"userAssignedIdentities": {"[resourceId(...)]": {}}`.
                     let key = match self.eval_string(k, &kpath, site)? {
@@ -1086,6 +1303,7 @@ impl<'a> Evaluator<'a> {
                     "properties": {"template": {"contentVersion": content_version}}
                 }))
             }
+            "copyindex" => self.copy_index(&f),
             "resourceid" => f.resource_id(self.ctx, IdScope::ResourceGroup),
             "subscriptionresourceid" => f.resource_id(self.ctx, IdScope::Subscription),
             "tenantresourceid" => f.resource_id(self.ctx, IdScope::Tenant),
@@ -1093,6 +1311,95 @@ impl<'a> Evaluator<'a> {
             _ => f.pure(&lname),
         }
     }
+}
+
+/// `/subscriptions/{s}/resourceGroups/{rg}/providers/{ns}/{type1}/{name1}/…`, or `None` when
+/// the type and name segment counts do not line up.
+fn resource_id_in_group(ctx: &DeploymentContext, type_: &str, name: &str) -> Option<String> {
+    let mut types = type_.split('/');
+    let namespace = types.next().filter(|n| !n.is_empty())?;
+    let types: Vec<&str> = types.collect();
+    let names: Vec<&str> = name.split('/').collect();
+    if types.is_empty() || types.len() != names.len() || names.iter().any(|n| n.is_empty()) {
+        return None;
+    }
+    let mut id = format!("{}/providers/{namespace}", ctx.resource_group_id());
+    for (t, n) in types.iter().zip(&names) {
+        id.push('/');
+        id.push_str(t);
+        id.push('/');
+        id.push_str(n);
+    }
+    Some(id)
+}
+
+/// Resolves every `dependsOn` entry (a resource id, `type/name`, a bare name, or the name of
+/// a resource copy loop, compared case-insensitively) to resources of this template and orders
+/// the resources so that each comes after its dependencies, keeping template order where
+/// `dependsOn` allows.
+fn order_by_dependencies(
+    mut resources: Vec<EvaluatedResource>,
+    tolerate_unresolved: bool,
+    copy_loops: &HashMap<String, Vec<String>>,
+) -> Result<Vec<EvaluatedResource>, TemplateError> {
+    let n = resources.len();
+    let mut deps: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for i in 0..n {
+        let mut kept = Vec::new();
+        for d in &resources[i].depends_on {
+            let members = copy_loops.get(&d.to_lowercase());
+            let targets: Vec<usize> = (0..n)
+                .filter(|&j| {
+                    let r = &resources[j];
+                    d.eq_ignore_ascii_case(&r.id)
+                        || d.eq_ignore_ascii_case(&r.name)
+                        || d.eq_ignore_ascii_case(&format!("{}/{}", r.type_, r.name))
+                        || members.is_some_and(|ids| ids.contains(&r.id))
+                })
+                .collect();
+            if targets.is_empty() && members.is_some() {
+                // A loop with no (deployed) instances: nothing to wait for.
+                continue;
+            }
+            if targets.is_empty() {
+                if tolerate_unresolved {
+                    // Most likely a resource whose condition was false: ARM drops such edges.
+                    continue;
+                }
+                return Err(TemplateError::InvalidTemplate {
+                    path: "resources".to_string(),
+                    message: format!(
+                        "The resource '{d}' is not defined in the template. Please see https://aka.ms/arm-syntax for usage details."
+                    ),
+                });
+            }
+            deps[i].extend(targets);
+            kept.push(d.clone());
+        }
+        resources[i].depends_on = kept;
+    }
+    // Kahn's algorithm, always taking the earliest ready resource so the order is stable.
+    let mut placed = vec![false; n];
+    let mut order = Vec::with_capacity(n);
+    while order.len() < n {
+        let next = (0..n).find(|&i| !placed[i] && deps[i].iter().all(|&d| placed[d] && d != i));
+        let Some(i) = next else {
+            let stuck = (0..n)
+                .find(|&i| !placed[i])
+                .map(|i| resources[i].id.clone())
+                .unwrap_or_default();
+            return Err(TemplateError::InvalidTemplate {
+                path: "resources".to_string(),
+                message: format!(
+                    "Circular dependency detected on resource: '{stuck}'. Please see https://aka.ms/arm-syntax-resources for usage details."
+                ),
+            });
+        };
+        placed[i] = true;
+        order.push(i);
+    }
+    let mut slots: Vec<Option<EvaluatedResource>> = resources.into_iter().map(Some).collect();
+    Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
 }
 
 fn expr_error(path: &str, message: String) -> TemplateError {
@@ -1398,6 +1705,26 @@ impl Token {
     }
 }
 
+/// ARM's limit on the `count` of a copy loop.
+const MAX_COPY_COUNT: i64 = 800;
+
+/// The `name` of a copy element, required for resource, property and variable iteration.
+fn copy_spec_name<'v>(spec: &'v Value, path: &str) -> Result<&'v str, TemplateError> {
+    let obj = spec
+        .as_object()
+        .ok_or_else(|| TemplateError::InvalidTemplate {
+            path: path.to_string(),
+            message: "A 'copy' element must be an object with 'name' and 'count'.".to_string(),
+        })?;
+    match obj.get("name") {
+        Some(Value::String(n)) if !n.is_empty() => Ok(n),
+        _ => Err(TemplateError::InvalidTemplate {
+            path: path.to_string(),
+            message: "A 'copy' element needs a non-empty string 'name'.".to_string(),
+        }),
+    }
+}
+
 /// Upper bound on strings and arrays a single function may generate (`padLeft`, `range`).
 const MAX_GENERATED_LEN: i64 = 10_000;
 
@@ -1651,7 +1978,6 @@ const KNOWN_UNSUPPORTED: &[&str] = &[
     "datetimeadd",
     "datetimefromepoch",
     "datetimetoepoch",
-    "copyindex",
     "items",
     "filter",
     "map",
@@ -3282,15 +3608,6 @@ mod tests {
         let template = json!({"variables": {"a": "[variables('b')]", "b": "[variables('a')]"}, "resources": []});
         let e = evaluate(&template, &Value::Null, &ctx()).unwrap_err();
         assert!(e.to_string().contains("circular reference"), "{e}");
-        let template = json!({"variables": {"copy": [{"name": "x", "count": 2, "input": "y"}]}, "resources": []});
-        let e = evaluate(&template, &Value::Null, &ctx()).unwrap_err();
-        assert_eq!(
-            e,
-            TemplateError::UnsupportedFeature {
-                feature: "copy".into(),
-                path: "variables.copy".into()
-            }
-        );
         // Unused variables are still validated, as in ARM.
         let template = json!({"variables": {"unused": "[bogusFn()]"}, "resources": []});
         let e = evaluate(&template, &Value::Null, &ctx()).unwrap_err();
@@ -3327,7 +3644,7 @@ mod tests {
             TemplateError::UnsupportedFunction { .. }
         ));
         assert!(matches!(
-            err("[copyIndex()]"),
+            err("[listKeys('x')]"),
             TemplateError::UnsupportedFunction { .. }
         ));
         let e = err("[frobnicate('x')]");
@@ -3517,18 +3834,153 @@ mod tests {
     }
 
     #[test]
-    fn copy_loops_are_refused() {
-        let template = json!({"resources": [{"type": "X.Y/z", "apiVersion": "1", "name": "r", "copy": {"name": "c", "count": 2}}]});
-        let e = evaluate(&template, &Value::Null, &ctx()).unwrap_err();
+    fn resource_copy_loops() {
+        let template = json!({
+            "parameters": {"n": {"type": "int", "defaultValue": 3}},
+            "resources": [
+                {
+                    "type": "Microsoft.ContainerInstance/containerGroups", "apiVersion": "2023-05-01",
+                    "name": "[concat('cg-', copyIndex(1))]",
+                    "copy": {"name": "groups", "count": "[parameters('n')]"},
+                    "dependsOn": ["net"],
+                    "properties": {"index": "[copyIndex()]", "named": "[copyIndex('groups', 10)]"}
+                },
+                {"type": "X.Y/z", "apiVersion": "1", "name": "after", "dependsOn": ["groups"]},
+                {"type": "X.Y/z", "apiVersion": "1", "name": "net"}
+            ]
+        });
+        let out = evaluate(&template, &Value::Null, &ctx()).unwrap();
+        let names: Vec<&str> = out.resources.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["net", "cg-1", "cg-2", "cg-3", "after"]);
         assert_eq!(
-            e,
-            TemplateError::UnsupportedFeature {
-                feature: "copy".into(),
-                path: "resources[0].copy".into()
-            }
+            out.resources[2].body["properties"],
+            json!({"index": 1, "named": 11})
         );
-        assert_eq!(e.code(), "InvalidTemplate");
-        assert!(e.to_string().contains("The template feature 'copy' at path 'resources[0].copy' is not supported by this emulator."));
+        assert!(!out.resources[1]
+            .body
+            .as_object()
+            .unwrap()
+            .contains_key("copy"));
+        assert_eq!(out.resources[4].depends_on, ["groups"]);
+
+        // A loop of zero instances is valid, and so is depending on it.
+        let out = evaluate(&template, &json!({"n": {"value": 0}}), &ctx()).unwrap();
+        let names: Vec<&str> = out.resources.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["after", "net"]);
+    }
+
+    #[test]
+    fn property_variable_and_output_copy() {
+        let template = json!({
+            "parameters": {"env": {"type": "array", "defaultValue": ["A", "B"]}},
+            "variables": {
+                "copy": [{"name": "ports", "count": 2, "input": "[add(8000, copyIndex('ports'))]"}],
+                "nested": {"copy": [{"name": "items", "count": 2, "input": {"i": "[copyIndex('items')]"}}], "other": 1}
+            },
+            "resources": [{
+                "type": "Microsoft.ContainerInstance/containerGroups", "apiVersion": "2023-05-01", "name": "cg",
+                "properties": {
+                    "containers": [{"name": "c", "properties": {
+                        "copy": [{
+                            "name": "environmentVariables",
+                            "count": "[length(parameters('env'))]",
+                            "input": {"name": "[parameters('env')[copyIndex('environmentVariables')]]", "value": "[string(copyIndex('environmentVariables'))]"}
+                        }],
+                        "image": "busybox"
+                    }}]
+                }
+            }],
+            "outputs": {
+                "ports": {"type": "array", "value": "[variables('ports')]"},
+                "nested": {"type": "object", "value": "[variables('nested')]"},
+                "squares": {"type": "array", "copy": {"count": 3, "input": "[mul(copyIndex(), copyIndex())]"}}
+            }
+        });
+        let out = evaluate(&template, &Value::Null, &ctx()).unwrap();
+        assert_eq!(
+            out.resources[0].body["properties"]["containers"][0]["properties"],
+            json!({"environmentVariables": [{"name": "A", "value": "0"}, {"name": "B", "value": "1"}], "image": "busybox"})
+        );
+        assert_eq!(out.outputs["ports"]["value"], json!([8000, 8001]));
+        assert_eq!(
+            out.outputs["nested"]["value"],
+            json!({"items": [{"i": 0}, {"i": 1}], "other": 1})
+        );
+        assert_eq!(
+            out.outputs["squares"],
+            json!({"type": "Array", "value": [0, 1, 4]})
+        );
+    }
+
+    #[test]
+    fn nested_copy_loops_resolve_named_indexes() {
+        let template = json!({"resources": [{
+            "type": "X.Y/z", "apiVersion": "1", "name": "[string(copyIndex())]",
+            "copy": {"name": "outer", "count": 2},
+            "properties": {"copy": [{"name": "pairs", "count": 2, "input": "[concat(string(copyIndex('outer')), '.', string(copyIndex()))]"}]}
+        }]});
+        let out = evaluate(&template, &Value::Null, &ctx()).unwrap();
+        assert_eq!(
+            out.resources[0].body["properties"]["pairs"],
+            json!(["0.0", "0.1"])
+        );
+        assert_eq!(
+            out.resources[1].body["properties"]["pairs"],
+            json!(["1.0", "1.1"])
+        );
+    }
+
+    #[test]
+    fn copy_errors() {
+        let e = err("[copyIndex()]");
+        assert!(
+            e.to_string()
+                .contains("The template function 'copyIndex' is not expected at this location."),
+            "{e}"
+        );
+        let e = eval(json!({"copy": [{"name": "x", "count": 1, "input": "[copyIndex('y')]"}]}))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("copyIndex' (loop 'y') is not expected"),
+            "{e}"
+        );
+        let bad = |template: Value| evaluate(&template, &Value::Null, &ctx()).unwrap_err();
+        let e = bad(
+            json!({"resources": [{"type": "X.Y/z", "apiVersion": "1", "name": "r", "copy": {"name": "c", "count": 801}}]}),
+        );
+        assert!(
+            e.to_string().contains("between 0 and 800; got '801'"),
+            "{e}"
+        );
+        assert_eq!(e.path(), "resources[0].copy.count");
+        let e = bad(
+            json!({"resources": [{"type": "X.Y/z", "apiVersion": "1", "name": "r", "copy": {"name": "c", "count": "x"}}]}),
+        );
+        assert!(
+            e.to_string().contains("got a value of type 'String'"),
+            "{e}"
+        );
+        let e = bad(
+            json!({"resources": [{"type": "X.Y/z", "apiVersion": "1", "name": "r", "copy": {"count": 2}}]}),
+        );
+        assert!(
+            e.to_string().contains("needs a non-empty string 'name'"),
+            "{e}"
+        );
+        let e = bad(
+            json!({"resources": [{"type": "X.Y/z", "apiVersion": "1", "name": "r", "copy": {"name": "c"}}]}),
+        );
+        assert!(e.to_string().contains("needs a 'count'"), "{e}");
+        // Every instance gets the same name: a duplicate, as in ARM.
+        let e = bad(
+            json!({"resources": [{"type": "X.Y/z", "apiVersion": "1", "name": "r", "copy": {"name": "c", "count": 2}}]}),
+        );
+        assert!(e.to_string().contains("defined multiple times"), "{e}");
+        let e = eval(json!({"copy": [{"name": "x", "count": 1}]})).unwrap_err();
+        assert!(e.to_string().contains("needs an 'input'"), "{e}");
+        let e = bad(json!({"variables": {"copy": {"name": "x"}}, "resources": []}));
+        assert!(e.to_string().contains("must be an array"), "{e}");
     }
 
     #[test]
@@ -3607,6 +4059,99 @@ mod tests {
         assert_eq!(with.resources[0].location.as_deref(), Some("westeurope"));
     }
 
+    fn res(name: &str, deps: &[&str]) -> Value {
+        json!({"type": "X.Y/z", "apiVersion": "1", "name": name, "dependsOn": deps})
+    }
+
+    fn order(template: Value) -> Result<Vec<String>, TemplateError> {
+        evaluate(&template, &Value::Null, &ctx())
+            .map(|t| t.resources.into_iter().map(|r| r.name).collect())
+    }
+
+    #[test]
+    fn resources_are_ordered_by_depends_on() {
+        let rg = ctx().resource_group_id();
+        let t = json!({"resources": [
+            res("c", &["b", &format!("{rg}/providers/X.Y/z/a")]),
+            res("b", &["X.Y/z/a"]),
+            res("a", &[]),
+            res("d", &[]),
+        ]});
+        // `a` first, then `b` (needs `a`), then `c` (needs both); `d` keeps its place after.
+        assert_eq!(order(t).unwrap(), ["a", "b", "c", "d"]);
+        // Independent resources keep template order.
+        assert_eq!(
+            order(json!({"resources": [res("z", &[]), res("y", &[])]})).unwrap(),
+            ["z", "y"]
+        );
+    }
+
+    #[test]
+    fn dependency_errors() {
+        let e = order(json!({"resources": [res("a", &["nope"])]})).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("The resource 'nope' is not defined in the template."),
+            "{e}"
+        );
+        let e = order(json!({"resources": [res("a", &["b"]), res("b", &["a"])]})).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("Circular dependency detected on resource: '"),
+            "{e}"
+        );
+        let e = order(json!({"resources": [res("a", &["a"])]})).unwrap_err();
+        assert!(e.to_string().contains("Circular dependency"), "{e}");
+        // A dependency on a resource skipped by its condition is dropped, as in ARM.
+        let mut skipped = res("gone", &[]);
+        skipped["condition"] = json!(false);
+        let t = json!({"resources": [res("a", &["gone"]), skipped]});
+        let out = evaluate(&t, &Value::Null, &ctx()).unwrap();
+        assert_eq!(out.resources.len(), 1);
+        assert!(out.resources[0].depends_on.is_empty());
+    }
+
+    #[test]
+    fn resource_ids_and_segment_lengths() {
+        let out = evaluate(&python_worker_template(), &Value::Null, &ctx()).unwrap();
+        assert_eq!(
+            out.resources[0].id,
+            format!(
+                "{}/providers/Microsoft.ContainerInstance/containerGroups/bmg7c6xu4tw46",
+                ctx().resource_group_id()
+            )
+        );
+        let e = order(json!({"resources": [{"type": "X.Y/z", "apiVersion": "1", "name": "a/b"}]}))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("has incorrect segment lengths"),
+            "{e}"
+        );
+        let e = order(json!({"resources": [{"type": "XY", "apiVersion": "1", "name": "a"}]}))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("has incorrect segment lengths"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn parameters_are_echoed_without_secrets() {
+        let t = json!({
+            "parameters": {
+                "name": {"type": "string", "defaultValue": "[resourceGroup().name]"},
+                "pw": {"type": "secureString"},
+                "n": {"type": "int", "defaultValue": 2}
+            },
+            "resources": []
+        });
+        let out = evaluate(&t, &json!({"pw": {"value": "hunter2"}}), &ctx()).unwrap();
+        assert_eq!(
+            Value::Object(out.parameters),
+            json!({"name": {"type": "String", "value": "my-rg"}, "pw": {"type": "SecureString"}, "n": {"type": "Int", "value": 2}})
+        );
+    }
+
     #[test]
     fn outputs_are_evaluated_and_typed() {
         let template = json!({
@@ -3664,10 +4209,13 @@ mod tests {
         assert!(bad(json!({"o": "x"}))
             .to_string()
             .contains("must be an object"));
-        assert!(matches!(
-            bad(json!({"o": {"type": "array", "copy": {"count": 1, "input": "x"}}})),
-            TemplateError::UnsupportedFeature { .. }
-        ));
+        let e = bad(json!({"o": {"type": "string", "copy": {"count": 1, "input": "x"}}}));
+        assert!(
+            e.to_string()
+                .contains("is of type 'Array' but the output is declared as 'String'"),
+            "{e}"
+        );
+        assert_eq!(e.path(), "outputs.o.copy");
     }
 
     #[test]

@@ -29,8 +29,12 @@
 //! [`action_for`] maps an HTTP method and ARM path to the action ARM would check, and
 //! [`authorization_scope`] gives the scope to check it over (the resource itself, or the parent
 //! for collection reads and `POST …/{action}` calls). Together they let the HTTP layer
-//! authorise any request with one call, and [`authorization_failed_message`] /
+//! authorise any request, and [`authorization_failed_message`] /
 //! [`linked_authorization_failed_message`] produce ARM's own refusal texts.
+//! [`authorize_request`] does all of it in one call, including ARM's *linked* check: a `PUT`
+//! that attaches user-assigned identities also needs
+//! `Microsoft.ManagedIdentity/userAssignedIdentities/assign/action` on each of them, or ARM
+//! answers `LinkedAuthorizationFailed`.
 //!
 //! # Boundaries
 //!
@@ -38,6 +42,7 @@
 //! The domain types here are deliberately not `Serialize`; the HTTP layer maps them to the wire
 //! DTOs.
 
+use serde_json::Value;
 use uuid::Uuid;
 
 /// Well-known GUIDs (the `name` of the definition) of the built-in roles this module ships.
@@ -368,11 +373,139 @@ pub fn scope_covers(assignment_scope: &str, target_scope: &str) -> bool {
 }
 
 /// Whether `action` matches the permission `pattern`: case-insensitive, `*` matches any run of
-/// characters (including `/`), and `/*/` may also match a single `/`.
+/// characters (including `/`), and `/*/` may also match a single `/`. Inputs longer than 1024
+/// characters never match.
 pub fn action_matches(pattern: &str, action: &str) -> bool {
+    // Real actions and patterns are well under 200 characters; refusing absurd lengths keeps
+    // the matcher's memory and recursion bounded, and refusing is the safe answer.
+    const MAX_LEN: usize = 1024;
+    if pattern.len() > MAX_LEN || action.len() > MAX_LEN {
+        return false;
+    }
     let p: Vec<char> = pattern.to_ascii_lowercase().chars().collect();
     let a: Vec<char> = action.to_ascii_lowercase().chars().collect();
     glob(&p, &a)
+}
+
+/// Why ARM refuses a request, with the error code and message it answers (HTTP 403).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The caller lacks the request's own action over its scope.
+    AuthorizationFailed {
+        /// The action that was checked.
+        action: String,
+        /// The scope it was checked over.
+        scope: String,
+        /// ARM's message text.
+        message: String,
+    },
+    /// The caller may perform the action but lacks `assign/action` on identities the request
+    /// body links to.
+    LinkedAuthorizationFailed {
+        /// The request's own action.
+        action: String,
+        /// The request's scope.
+        scope: String,
+        /// The identity ids the caller may not assign.
+        linked_scopes: Vec<String>,
+        /// ARM's message text.
+        message: String,
+    },
+}
+
+impl Refusal {
+    /// ARM's `error.code` for this refusal.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::AuthorizationFailed { .. } => "AuthorizationFailed",
+            Refusal::LinkedAuthorizationFailed { .. } => "LinkedAuthorizationFailed",
+        }
+    }
+
+    /// ARM's `error.message` for this refusal.
+    pub fn message(&self) -> &str {
+        match self {
+            Refusal::AuthorizationFailed { message, .. }
+            | Refusal::LinkedAuthorizationFailed { message, .. } => message,
+        }
+    }
+}
+
+/// Authorises a whole ARM request the way ARM does: the action [`action_for`] derives, over
+/// [`authorization_scope`], and, for `PUT`/`PATCH` with a body, [`IDENTITY_ASSIGN_ACTION`] on
+/// every user-assigned identity the body links to (see [`linked_identity_ids`]).
+pub fn authorize_request(
+    assignments: &[RoleAssignment],
+    definitions: &[RoleDefinition],
+    principal_id: &str,
+    method: &str,
+    arm_path: &str,
+    body: Option<&Value>,
+) -> Result<(), Refusal> {
+    let action = action_for(method, arm_path);
+    let scope = authorization_scope(arm_path);
+    if !is_authorized(assignments, definitions, principal_id, &action, &scope) {
+        let message = authorization_failed_message(principal_id, &action, &scope);
+        return Err(Refusal::AuthorizationFailed {
+            action,
+            scope,
+            message,
+        });
+    }
+    let writes = matches!(method.to_ascii_uppercase().as_str(), "PUT" | "PATCH");
+    if let (true, Some(body)) = (writes, body) {
+        let ids = linked_identity_ids(body);
+        let refused = identities_not_assignable(assignments, definitions, principal_id, &ids);
+        if !refused.is_empty() {
+            let message = linked_authorization_failed_message(
+                principal_id,
+                &action,
+                &scope,
+                IDENTITY_ASSIGN_ACTION,
+                &refused,
+            );
+            return Err(Refusal::LinkedAuthorizationFailed {
+                action,
+                scope,
+                linked_scopes: refused.iter().map(|s| s.to_string()).collect(),
+                message,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The user-assigned identity ids a resource body links to: the keys of
+/// `identity.userAssignedIdentities` and any `properties.imageRegistryCredentials[].identity`
+/// that is an identity id (ACI pulls images with those). Deduplicated case-insensitively, in
+/// first-seen order.
+pub fn linked_identity_ids(body: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    let mut push = |id: &str| {
+        if id
+            .to_ascii_lowercase()
+            .contains("/providers/microsoft.managedidentity/userassignedidentities/")
+            && !ids.iter().any(|x| x.eq_ignore_ascii_case(id))
+        {
+            ids.push(id.to_string());
+        }
+    };
+    if let Some(map) = body
+        .pointer("/identity/userAssignedIdentities")
+        .and_then(Value::as_object)
+    {
+        map.keys().for_each(|k| push(k));
+    }
+    if let Some(creds) = body
+        .pointer("/properties/imageRegistryCredentials")
+        .and_then(Value::as_array)
+    {
+        creds
+            .iter()
+            .filter_map(|c| c.get("identity").and_then(Value::as_str))
+            .for_each(&mut push);
+    }
+    ids
 }
 
 /// ARM's `AuthorizationFailed` message, verbatim.
@@ -445,7 +578,13 @@ pub fn action_for(method: &str, arm_path: &str) -> String {
     // ends on a type (a collection, or the verb of a POST action).
     let mut parts = vec![namespace];
     parts.extend(rest.iter().step_by(2).map(|s| canonical(s)));
-    let verb = match method.to_ascii_uppercase().as_str() {
+    let method = method.to_ascii_uppercase();
+    // Name checks are POSTs that only read, and ARM authorises them as reads.
+    let name_check = rest
+        .last()
+        .is_some_and(|s| s.eq_ignore_ascii_case("checkNameAvailability"));
+    let verb = match method.as_str() {
+        "POST" if name_check => "read",
         "GET" | "HEAD" | "OPTIONS" => "read",
         "PUT" | "PATCH" => "write",
         "DELETE" => "delete",
@@ -568,6 +707,7 @@ fn canonical(segment: &str) -> String {
         "register",
         "unregister",
         "listCredentials",
+        "checkNameAvailability",
         "virtualNetworks",
         "subnets",
         "validate",
@@ -729,6 +869,11 @@ mod tests {
                 "{pattern} vs {action}"
             );
         }
+    }
+
+    #[test]
+    fn absurdly_long_actions_are_refused() {
+        assert!(!action_matches("*", &"a".repeat(5000)));
     }
 
     #[test]
@@ -1233,6 +1378,69 @@ mod tests {
     }
 
     #[test]
+    fn linked_identity_ids_from_a_container_group_body() {
+        let a = identity("rg", "a");
+        let b = identity("rg", "b");
+        let body = serde_json::json!({
+            "identity": {"type": "UserAssigned", "userAssignedIdentities": {a.clone(): {}, b.clone(): {}}},
+            "properties": {"imageRegistryCredentials": [
+                {"server": "r.azurecr.io", "identity": a.to_uppercase()},
+                {"server": "docker.io", "username": "u", "password": "p"},
+                {"server": "x.azurecr.io", "identity": "[system]"}
+            ]}
+        });
+        assert_eq!(linked_identity_ids(&body), [a, b]);
+        assert!(linked_identity_ids(&serde_json::json!({"properties": {}})).is_empty());
+    }
+
+    #[test]
+    fn authorize_request_checks_action_then_linked_identities() {
+        let defs = builtin_role_definitions();
+        let group = cg("rg", "flow");
+        let body = serde_json::json!({
+            "identity": {"type": "UserAssigned", "userAssignedIdentities": {identity("ids", "worker"): {}}}
+        });
+        // No role at all: AuthorizationFailed on the group.
+        let none: [RoleAssignment; 0] = [];
+        let refusal =
+            authorize_request(&none, &defs, ALICE, "PUT", &group, Some(&body)).unwrap_err();
+        assert_eq!(refusal.code(), "AuthorizationFailed");
+        assert_eq!(
+            refusal.message(),
+            authorization_failed_message(
+                ALICE,
+                "Microsoft.ContainerInstance/containerGroups/write",
+                &group
+            )
+        );
+
+        // Contributor on the group's resource group only: the identity lives elsewhere.
+        let mut a = vec![assign(ALICE, &rg_scope("rg"), builtin_ids::CONTRIBUTOR)];
+        let refusal = authorize_request(&a, &defs, ALICE, "PUT", &group, Some(&body)).unwrap_err();
+        assert_eq!(refusal.code(), "LinkedAuthorizationFailed");
+        let Refusal::LinkedAuthorizationFailed {
+            linked_scopes,
+            message,
+            ..
+        } = &refusal
+        else {
+            panic!("{refusal:?}")
+        };
+        assert_eq!(linked_scopes, &[identity("ids", "worker")]);
+        assert!(message.contains("Microsoft.ManagedIdentity/userAssignedIdentities/assign/action"));
+        // Without a body (or on GET) identities are not checked.
+        assert!(authorize_request(&a, &defs, ALICE, "PUT", &group, None).is_ok());
+        assert!(authorize_request(&a, &defs, ALICE, "GET", &group, Some(&body)).is_ok());
+
+        a.push(assign(
+            ALICE,
+            &identity("ids", "worker"),
+            builtin_ids::MANAGED_IDENTITY_OPERATOR,
+        ));
+        assert!(authorize_request(&a, &defs, ALICE, "PUT", &group, Some(&body)).is_ok());
+    }
+
+    #[test]
     fn action_mapping_table() {
         let rg = "/subscriptions/s/resourcegroups/rg";
         let cg = format!("{rg}/providers/Microsoft.ContainerInstance/containerGroups/cg");
@@ -1277,6 +1485,11 @@ mod tests {
             ("PUT", format!("{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id"), "Microsoft.ManagedIdentity/userAssignedIdentities/write"),
             ("PUT", format!("{rg}/providers/Microsoft.ContainerRegistry/registries/r"), "Microsoft.ContainerRegistry/registries/write"),
             ("POST", format!("{rg}/providers/Microsoft.ContainerRegistry/registries/r/listCredentials"), "Microsoft.ContainerRegistry/registries/listCredentials/action"),
+            ("POST", "/subscriptions/s/providers/Microsoft.ContainerRegistry/checknameavailability".into(), "Microsoft.ContainerRegistry/checkNameAvailability/read"),
+            ("GET", "/subscriptions/s/locations".into(), "Microsoft.Resources/subscriptions/locations/read"),
+            ("GET", "/providers/Microsoft.ContainerInstance/operations".into(), "Microsoft.ContainerInstance/operations/read"),
+            ("POST", format!("{cg}/containers/job/attach"), "Microsoft.ContainerInstance/containerGroups/containers/attach/action"),
+            ("POST", format!("{rg}/providers/Microsoft.Resources/deployments/d1/validate"), "Microsoft.Resources/deployments/validate/action"),
         ];
         for (method, path, expected) in cases {
             assert_eq!(action_for(method, &path), expected, "{method} {path}");
