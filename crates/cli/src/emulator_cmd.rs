@@ -34,7 +34,8 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<ExitCode> {
     }
     let mut config = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the config file {}", path.display()))?;
             serde_json::from_str::<aci_emulator::EmulatorConfig>(&text)
                 .with_context(|| format!("invalid emulator config in {}", path.display()))?
         }
@@ -44,14 +45,19 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<ExitCode> {
         config.listen = listen;
     }
     let shutdown = crate::shutdown::on_signals();
-    let emulator = aci_emulator::start(config).await.context("cannot start the emulator")?;
+    let emulator = aci_emulator::start(config)
+        .await
+        .context("cannot start the emulator")?;
     let c = emulator.config();
     let env = [
         ("AZURE_RESOURCE_MANAGER_ENDPOINT", emulator.arm_url()),
         ("AZURE_AUTHORITY_HOST", emulator.authority_host()),
         ("AZURE_TENANT_ID", c.tenant_id.clone()),
         ("AZURE_CLIENT_ID", c.admin.client_id.clone()),
-        ("AZURE_CLIENT_SECRET", c.admin.client_secret.clone().unwrap_or_default()),
+        (
+            "AZURE_CLIENT_SECRET",
+            c.admin.client_secret.clone().unwrap_or_default(),
+        ),
         ("AZURE_POD_IDENTITY_AUTHORITY_HOST", emulator.arm_url()),
         ("AZURE_SUBSCRIPTION_ID", c.subscription_id.clone()),
     ];
@@ -61,7 +67,10 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<ExitCode> {
     println!("  token endpoint:   {}", emulator.token_endpoint());
     println!("  IMDS endpoint:    {}", emulator.imds_endpoint());
     println!("  subscription id:  {}", c.subscription_id);
-    println!("  admin API:        {}/_emulator/{{stats,groups,faults}}", emulator.arm_url());
+    println!(
+        "  admin API:        {}/_emulator/{{stats,groups,faults}}",
+        emulator.arm_url()
+    );
     println!("  working dirs:     {}", emulator.work_dir().display());
     println!();
     println!("Environment for clients:");

@@ -31,12 +31,19 @@ pub async fn run(cmd: PoolCommand) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&base_job_template())?);
             Ok(ExitCode::SUCCESS)
         }
-        PoolCommand::Create { name, overwrite, api } => {
+        PoolCommand::Create {
+            name,
+            overwrite,
+            api,
+        } => {
             let mut cfg = ClientConfig::new(api.api_url()?);
             cfg.auth = api.auth();
             let client = PrefectClient::new(cfg)?;
             let template = base_job_template();
-            match client.create_work_pool(&name, POOL_TYPE, Some(&template), None).await {
+            match client
+                .create_work_pool(&name, POOL_TYPE, Some(&template), None)
+                .await
+            {
                 Ok(pool) => {
                     println!("Created work pool {:?} ({})", pool.name, pool.id);
                 }

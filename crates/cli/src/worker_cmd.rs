@@ -18,10 +18,20 @@ pub struct ApiArgs {
     #[arg(long = "api-url", env = "PREFECT_API_URL", hide_env_values = true)]
     pub api_url: Option<String>,
     /// Prefect Cloud API key.
-    #[arg(long = "api-key", env = "PREFECT_API_KEY", hide_env_values = true, hide = true)]
+    #[arg(
+        long = "api-key",
+        env = "PREFECT_API_KEY",
+        hide_env_values = true,
+        hide = true
+    )]
     pub api_key: Option<String>,
     /// `user:password` of a self-hosted server started with PREFECT_SERVER_API_AUTH_STRING.
-    #[arg(long = "api-auth-string", env = "PREFECT_API_AUTH_STRING", hide_env_values = true, hide = true)]
+    #[arg(
+        long = "api-auth-string",
+        env = "PREFECT_API_AUTH_STRING",
+        hide_env_values = true,
+        hide = true
+    )]
     pub auth_string: Option<String>,
 }
 
@@ -58,7 +68,11 @@ pub struct StartArgs {
     #[arg(short = 'l', long = "limit")]
     limit: Option<usize>,
     /// Seconds before a run's scheduled time to submit it.
-    #[arg(long = "prefetch-seconds", env = "PREFECT_WORKER_PREFETCH_SECONDS", default_value_t = 10.0)]
+    #[arg(
+        long = "prefetch-seconds",
+        env = "PREFECT_WORKER_PREFETCH_SECONDS",
+        default_value_t = 10.0
+    )]
     prefetch_seconds: f64,
     /// Poll once, wait for the submitted runs, and exit.
     #[arg(long = "run-once")]
@@ -70,7 +84,10 @@ pub struct StartArgs {
     #[arg(long = "create-pool-if-not-found", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     create_pool_if_not_found: bool,
     /// Do not create the work pool if it does not exist.
-    #[arg(long = "no-create-pool-if-not-found", conflicts_with = "create_pool_if_not_found")]
+    #[arg(
+        long = "no-create-pool-if-not-found",
+        conflicts_with = "create_pool_if_not_found"
+    )]
     no_create_pool_if_not_found: bool,
     /// A base job template (JSON file) used only when the pool is created.
     #[arg(long = "base-job-template")]
@@ -78,13 +95,33 @@ pub struct StartArgs {
     /// Accepted for compatibility with `prefect worker start`; only azure-container-instance is supported.
     #[arg(short = 't', long = "type", hide = true)]
     worker_type: Option<String>,
-    #[arg(long, env = "PREFECT_WORKER_HEARTBEAT_SECONDS", default_value_t = 30.0, hide = true)]
+    #[arg(
+        long,
+        env = "PREFECT_WORKER_HEARTBEAT_SECONDS",
+        default_value_t = 30.0,
+        hide = true
+    )]
     heartbeat_seconds: f64,
-    #[arg(long, env = "PREFECT_WORKER_QUERY_SECONDS", default_value_t = 10.0, hide = true)]
+    #[arg(
+        long,
+        env = "PREFECT_WORKER_QUERY_SECONDS",
+        default_value_t = 10.0,
+        hide = true
+    )]
     query_seconds: f64,
-    #[arg(long, env = "PREFECT_WORKER_WEBSERVER_HOST", default_value = "0.0.0.0", hide = true)]
+    #[arg(
+        long,
+        env = "PREFECT_WORKER_WEBSERVER_HOST",
+        default_value = "0.0.0.0",
+        hide = true
+    )]
     webserver_host: IpAddr,
-    #[arg(long, env = "PREFECT_WORKER_WEBSERVER_PORT", default_value_t = 8080, hide = true)]
+    #[arg(
+        long,
+        env = "PREFECT_WORKER_WEBSERVER_PORT",
+        default_value_t = 8080,
+        hide = true
+    )]
     webserver_port: u16,
     #[command(flatten)]
     api: ApiArgs,
@@ -117,17 +154,21 @@ impl StartArgs {
         }
         c.prefetch = seconds("--prefetch-seconds", self.prefetch_seconds)?;
         c.run_once = self.run_once;
-        c.create_pool_if_not_found = self.create_pool_if_not_found && !self.no_create_pool_if_not_found;
-        c.heartbeat_interval = seconds("PREFECT_WORKER_HEARTBEAT_SECONDS", self.heartbeat_seconds)?.max(Duration::from_secs(1));
-        c.query_interval = seconds("PREFECT_WORKER_QUERY_SECONDS", self.query_seconds)?.max(Duration::from_millis(100));
+        c.create_pool_if_not_found =
+            self.create_pool_if_not_found && !self.no_create_pool_if_not_found;
+        c.heartbeat_interval = seconds("PREFECT_WORKER_HEARTBEAT_SECONDS", self.heartbeat_seconds)?
+            .max(Duration::from_secs(1));
+        c.query_interval = seconds("PREFECT_WORKER_QUERY_SECONDS", self.query_seconds)?
+            .max(Duration::from_millis(100));
         if self.with_healthcheck {
             c.healthcheck = Some(SocketAddr::new(self.webserver_host, self.webserver_port));
         }
         if let Some(path) = self.base_job_template {
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading --base-job-template {}", path.display()))?;
-            let v: serde_json::Value = serde_json::from_str(&text)
-                .with_context(|| format!("--base-job-template {} is not valid JSON", path.display()))?;
+            let v: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+                format!("--base-job-template {} is not valid JSON", path.display())
+            })?;
             if v.get("job_configuration").is_none() || v.get("variables").is_none() {
                 anyhow::bail!("--base-job-template {} must have \"job_configuration\" and \"variables\" (see `prefect-aci pool template`)", path.display());
             }
@@ -135,8 +176,15 @@ impl StartArgs {
         }
         // Prefect passes the worker's explicitly set PREFECT_* settings to flow runs.
         c.passthrough_settings = std::env::vars()
-            .filter(|(k, _)| k.starts_with("PREFECT_") && !k.starts_with("PREFECT_WORKER_") && !k.starts_with("PREFECT__")
-                && !matches!(k.as_str(), "PREFECT_API_URL" | "PREFECT_API_KEY" | "PREFECT_API_AUTH_STRING"))
+            .filter(|(k, _)| {
+                k.starts_with("PREFECT_")
+                    && !k.starts_with("PREFECT_WORKER_")
+                    && !k.starts_with("PREFECT__")
+                    && !matches!(
+                        k.as_str(),
+                        "PREFECT_API_URL" | "PREFECT_API_KEY" | "PREFECT_API_AUTH_STRING"
+                    )
+            })
             .collect();
         c.passthrough_settings.sort();
         Ok(c)

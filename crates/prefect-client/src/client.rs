@@ -130,7 +130,10 @@ impl std::fmt::Debug for Auth {
 impl Auth {
     /// Auth string wins over API key, as in Prefect 3.2+.
     pub fn from_settings(api_key: Option<String>, auth_string: Option<String>) -> Self {
-        match (auth_string.filter(|s| !s.is_empty()), api_key.filter(|s| !s.is_empty())) {
+        match (
+            auth_string.filter(|s| !s.is_empty()),
+            api_key.filter(|s| !s.is_empty()),
+        ) {
             (Some(s), _) => Auth::AuthString(s),
             (None, Some(k)) => Auth::ApiKey(k),
             (None, None) => Auth::None,
@@ -270,7 +273,9 @@ impl ServerVersion {
     /// Parse `x.y.z[anything]`; unparsable parts become 0.
     pub fn parse(raw: &str) -> Self {
         let cleaned = raw.trim().trim_matches('"');
-        let mut nums = cleaned.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty());
+        let mut nums = cleaned
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty());
         let mut next = || nums.next().and_then(|n| n.parse().ok()).unwrap_or(0);
         let (major, minor, patch) = (next(), next(), next());
         ServerVersion {
@@ -334,7 +339,11 @@ impl PrefectClient {
                 http,
                 base,
                 is_cloud,
-                csrf: Mutex::new(if is_cloud { Csrf::Disabled } else { Csrf::Unknown }),
+                csrf: Mutex::new(if is_cloud {
+                    Csrf::Disabled
+                } else {
+                    Csrf::Unknown
+                }),
                 csrf_client_id: Uuid::new_v4().to_string(),
                 config,
                 server_version: tokio::sync::OnceCell::new(),
@@ -365,7 +374,10 @@ impl PrefectClient {
                 reqwest::header::USER_AGENT,
                 format!("prefect/{PREFECT_VERSION} (API {API_VERSION})"),
             )
-            .header("X-Prefect-Client", concat!("prefect-aci/", env!("CARGO_PKG_VERSION")));
+            .header(
+                "X-Prefect-Client",
+                concat!("prefect-aci/", env!("CARGO_PKG_VERSION")),
+            );
         if let Some(h) = self.inner.config.auth.header() {
             rb = rb.header(reqwest::header::AUTHORIZATION, h);
         }
@@ -534,9 +546,21 @@ impl PrefectClient {
             .unwrap_or_else(|| truncate(&text, 500));
         let (method, path) = (req.method.clone(), req.path.to_string());
         match status {
-            404 => ApiError::NotFound { method, path, detail },
-            409 => ApiError::AlreadyExists { method, path, detail },
-            401 | 403 => ApiError::Unauthorized { method, path, status },
+            404 => ApiError::NotFound {
+                method,
+                path,
+                detail,
+            },
+            409 => ApiError::AlreadyExists {
+                method,
+                path,
+                detail,
+            },
+            401 | 403 => ApiError::Unauthorized {
+                method,
+                path,
+                status,
+            },
             _ => ApiError::Status {
                 method,
                 path,
@@ -640,7 +664,8 @@ impl PrefectClient {
         heartbeat_interval_seconds: u64,
     ) -> Result<(), ApiError> {
         let path = format!("/work_pools/{}/workers/heartbeat", encode_segment(pool));
-        let body = json!({"name": worker_name, "heartbeat_interval_seconds": heartbeat_interval_seconds});
+        let body =
+            json!({"name": worker_name, "heartbeat_interval_seconds": heartbeat_interval_seconds});
         self.no_content(Self::with_body(Method::POST, &path, &body))
             .await
     }
@@ -653,7 +678,10 @@ impl PrefectClient {
         scheduled_before: DateTime<Utc>,
         limit: Option<usize>,
     ) -> Result<Vec<WorkerFlowRunResponse>, ApiError> {
-        let path = format!("/work_pools/{}/get_scheduled_flow_runs", encode_segment(pool));
+        let path = format!(
+            "/work_pools/{}/get_scheduled_flow_runs",
+            encode_segment(pool)
+        );
         let mut body = json!({
             "work_queue_names": work_queue_names,
             "scheduled_before": scheduled_before.to_rfc3339_opts(chrono::SecondsFormat::Micros, false),
@@ -825,7 +853,11 @@ fn optional<T>(r: Result<T, ApiError>) -> Result<Option<T>, ApiError> {
 
 /// `Retry-After` as seconds or an HTTP date.
 fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = v.parse::<f64>() {
         return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
     }
@@ -838,7 +870,9 @@ pub fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -866,7 +900,9 @@ mod tests {
         assert_eq!(a.header().unwrap(), "Basic dTpw");
         let k = Auth::from_settings(Some("key".into()), None);
         assert_eq!(k.header().unwrap(), "Bearer key");
-        assert!(Auth::from_settings(Some(String::new()), None).header().is_none());
+        assert!(Auth::from_settings(Some(String::new()), None)
+            .header()
+            .is_none());
     }
 
     #[test]
@@ -878,7 +914,10 @@ mod tests {
     #[test]
     fn retry_after_wins_and_backoff_grows() {
         let p = RetryPolicy::default();
-        assert_eq!(p.delay(1, Some(Duration::from_secs(3))), Duration::from_secs(3));
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
         let d1 = p.delay(1, None).as_secs_f64();
         let d3 = p.delay(3, None).as_secs_f64();
         assert!((2.0..=2.4).contains(&d1), "{d1}");

@@ -52,9 +52,10 @@ pub async fn connect(url: &str, auth: &Auth) -> Result<Socket, EventsError> {
         message: m,
     };
     let mut request = url.into_client_request().map_err(|e| err(e.to_string()))?;
-    request
-        .headers_mut()
-        .insert("Sec-WebSocket-Protocol", "prefect".parse().expect("static header"));
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "prefect".parse().expect("static header"),
+    );
     if let Some(h) = auth.header() {
         if let Ok(v) = h.parse() {
             request.headers_mut().insert("Authorization", v);

@@ -26,10 +26,16 @@ impl TemplateSource for ApiSource<'_> {
         slug: &str,
         name: &str,
     ) -> Result<Option<Value>, SourceError> {
-        self.0.read_block_document_data_by_name(slug, name).await.map_err(source_error)
+        self.0
+            .read_block_document_data_by_name(slug, name)
+            .await
+            .map_err(source_error)
     }
     async fn block_document_by_id(&self, id: &str) -> Result<Option<Value>, SourceError> {
-        self.0.read_block_document_data(id).await.map_err(source_error)
+        self.0
+            .read_block_document_data(id)
+            .await
+            .map_err(source_error)
     }
     async fn variable(&self, name: &str) -> Result<Option<Value>, SourceError> {
         self.0.read_variable(name).await.map_err(source_error)
@@ -109,9 +115,15 @@ pub fn prepare_for_flow_run(config: &mut Map<String, Value>, input: &PrepareInpu
     labels.insert("prefect.io/flow-run-name".into(), json!(fr.name));
     labels.insert("prefect.io/version".into(), json!(input.server.raw));
     labels.insert("prefect.io/work-pool-name".into(), json!(input.pool.name));
-    labels.insert("prefect.io/work-pool-id".into(), json!(input.pool.id.to_string()));
+    labels.insert(
+        "prefect.io/work-pool-id".into(),
+        json!(input.pool.id.to_string()),
+    );
     labels.insert("prefect.io/worker-name".into(), json!(input.worker_name));
-    labels.insert("prefect.io/flow-id".into(), json!(input.flow.id.to_string()));
+    labels.insert(
+        "prefect.io/flow-id".into(),
+        json!(input.flow.id.to_string()),
+    );
     labels.insert("prefect.io/flow-name".into(), json!(input.flow.name));
     if let Some(d) = input.deployment {
         labels.insert("prefect.io/deployment-id".into(), json!(d.id.to_string()));

@@ -15,9 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use prefect_client::models::{
-    Deployment, Flow, FlowRun, SetStateStatus, StateCreate, StateType,
-};
+use prefect_client::models::{Deployment, Flow, FlowRun, SetStateStatus, StateCreate, StateType};
 use prefect_client::{ApiError, PrefectClient};
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
@@ -25,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::infrastructure::{ExitInfo, InfraError, InfraErrorKind, Infrastructure, JobContext, RunSignals};
+use crate::infrastructure::{
+    ExitInfo, InfraError, InfraErrorKind, Infrastructure, JobContext, RunSignals,
+};
 use crate::logs::RunLogger;
 use crate::prepare::{build_job_configuration, PrepareInput};
 use crate::worker::Shared;
@@ -136,7 +136,8 @@ pub async fn drive<I: Infrastructure>(
     control: RunControl,
     start: Phase<I::Job>,
 ) {
-    let span = tracing::info_span!("flow_run", flow_run.id = %flow_run.id, flow_run.name = %flow_run.name);
+    let span =
+        tracing::info_span!("flow_run", flow_run.id = %flow_run.id, flow_run.name = %flow_run.name);
     async move {
         let logger = shared.logs.logger(flow_run.id);
         let mut run = RunState {
@@ -198,7 +199,10 @@ fn fail<J, E: Into<StepError>>(phase: Phase<J>) -> impl FnOnce(E) -> (StepError,
 }
 
 /// Do one phase's work and say what comes next.
-async fn step<I: Infrastructure>(run: &mut RunState<I>, phase: Phase<I::Job>) -> StepResult<I::Job> {
+async fn step<I: Infrastructure>(
+    run: &mut RunState<I>,
+    phase: Phase<I::Job>,
+) -> StepResult<I::Job> {
     let shared = run.shared.clone();
     let client = &shared.client;
     let id = run.flow_run.id;
@@ -217,7 +221,9 @@ async fn step<I: Infrastructure>(run: &mut RunState<I>, phase: Phase<I::Job>) ->
                     Ok(None) => {
                         let msg = format!("Deployment {dep_id} no longer exists, cancelled run.");
                         run.logger.error(msg.clone());
-                        set_cancelled(client, id, &msg).await.map_err(fail(Phase::Claim))?;
+                        set_cancelled(client, id, &msg)
+                            .await
+                            .map_err(fail(Phase::Claim))?;
                         return Ok(Phase::Done);
                     }
                     Err(e) => return Err((e.into(), Phase::Claim)),
@@ -237,7 +243,10 @@ async fn step<I: Infrastructure>(run: &mut RunState<I>, phase: Phase<I::Job>) ->
                 SetStateStatus::Wait => {
                     let delay = resp.details.delay_seconds.unwrap_or(1.0).clamp(0.0, 300.0);
                     tracing::info!("server asked to wait {delay}s before proposing Pending");
-                    Err((StepError::Wait(Duration::from_secs_f64(delay)), Phase::Claim))
+                    Err((
+                        StepError::Wait(Duration::from_secs_f64(delay)),
+                        Phase::Claim,
+                    ))
                 }
                 status => {
                     let st = resp
@@ -257,7 +266,10 @@ async fn step<I: Infrastructure>(run: &mut RunState<I>, phase: Phase<I::Job>) ->
         Phase::Configure => configure(run).await,
         Phase::Adopt => match configure(run).await? {
             Phase::Submit(sub) => {
-                run.logger.info(format!("Worker '{}' adopted flow run '{id}' running on {}", shared.config.name, sub.identifier));
+                run.logger.info(format!(
+                    "Worker '{}' adopted flow run '{id}' running on {}",
+                    shared.config.name, sub.identifier
+                ));
                 Ok(Phase::Watch(sub))
             }
             other => Ok(other),
@@ -267,9 +279,15 @@ async fn step<I: Infrastructure>(run: &mut RunState<I>, phase: Phase<I::Job>) ->
             if server.supports_labels() {
                 let mut labels = Map::new();
                 labels.insert("prefect.worker.name".into(), json!(shared.config.name));
-                labels.insert("prefect.worker.type".into(), json!(crate::template::POOL_TYPE));
+                labels.insert(
+                    "prefect.worker.type".into(),
+                    json!(crate::template::POOL_TYPE),
+                );
                 labels.insert("prefect.work-pool.name".into(), json!(shared.pool_name()));
-                labels.insert("prefect.work-pool.id".into(), json!(shared.pool_id().to_string()));
+                labels.insert(
+                    "prefect.work-pool.id".into(),
+                    json!(shared.pool_id().to_string()),
+                );
                 if let Err(e) = client.update_flow_run_labels(id, &labels).await {
                     // Labels are attribution only; never fail a run over them.
                     tracing::debug!(error = %e, "could not set flow run labels");
@@ -279,11 +297,19 @@ async fn step<I: Infrastructure>(run: &mut RunState<I>, phase: Phase<I::Job>) ->
                 let s = StateCreate::new(StateType::Pending, "Submitting", id);
                 match client.set_flow_run_state(id, &s, false).await {
                     Ok(r) if r.status == SetStateStatus::Accept => {}
-                    Ok(r) => tracing::debug!(status = ?r.status, "Submitting sub-state not accepted"),
+                    Ok(r) => {
+                        tracing::debug!(status = ?r.status, "Submitting sub-state not accepted")
+                    }
                     Err(e) => return Err((e.into(), Phase::Submit(sub))),
                 }
             }
-            shared.emit_run_event("prefect.worker.submitted-flow-run", &sub.ctx, Some(sub.submitted_event), None, None);
+            shared.emit_run_event(
+                "prefect.worker.submitted-flow-run",
+                &sub.ctx,
+                Some(sub.submitted_event),
+                None,
+                None,
+            );
             Ok(Phase::Launch(sub))
         }
         Phase::Launch(sub) => {
@@ -299,7 +325,11 @@ async fn step<I: Infrastructure>(run: &mut RunState<I>, phase: Phase<I::Job>) ->
                 .set_infrastructure_pid(id, &sub.identifier)
                 .await
                 .map_err(fail(Phase::Launch(sub.clone())))?;
-            shared.infra.launch(&sub.job).await.map_err(fail(Phase::Launch(sub.clone())))?;
+            shared
+                .infra
+                .launch(&sub.job)
+                .await
+                .map_err(fail(Phase::Launch(sub.clone())))?;
             run.logger.info(format!(
                 "Flow run '{}' submitted to infrastructure",
                 run.flow_run.name
@@ -372,9 +402,13 @@ async fn step<I: Infrastructure>(run: &mut RunState<I>, phase: Phase<I::Job>) ->
                 .kill(&sub.job, grace)
                 .await
                 .map_err(fail(Phase::Cancel(sub.clone())))?;
-            set_cancelled(client, id, "Flow run was cancelled; its infrastructure was stopped by the worker.")
-                .await
-                .map_err(fail(Phase::Cancel(sub.clone())))?;
+            set_cancelled(
+                client,
+                id,
+                "Flow run was cancelled; its infrastructure was stopped by the worker.",
+            )
+            .await
+            .map_err(fail(Phase::Cancel(sub.clone())))?;
             Ok(Phase::Cleanup(sub))
         }
         Phase::Crash(sub, message) => {
@@ -418,11 +452,17 @@ async fn configure<I: Infrastructure>(run: &mut RunState<I>) -> StepResult<I::Jo
     let fr = run.flow_run.clone();
     if run.deployment.is_none() {
         if let Some(dep_id) = fr.deployment_id {
-            run.deployment = client.read_deployment(dep_id).await.map_err(fail(Phase::Configure))?;
+            run.deployment = client
+                .read_deployment(dep_id)
+                .await
+                .map_err(fail(Phase::Configure))?;
         }
     }
     let deployment: Option<Deployment> = run.deployment.clone();
-    let flow: Flow = client.read_flow(fr.flow_id).await.map_err(fail(Phase::Configure))?;
+    let flow: Flow = client
+        .read_flow(fr.flow_id)
+        .await
+        .map_err(fail(Phase::Configure))?;
     run.logger.info(format!(
         "Worker '{}' submitting flow run '{}'",
         shared.config.name, fr.id
@@ -442,7 +482,12 @@ async fn configure<I: Infrastructure>(run: &mut RunState<I>) -> StepResult<I::Jo
     };
     let configuration = match build_job_configuration(&input).await {
         Ok(c) => c,
-        Err(e) => return Ok(Phase::Crash(None, format!("invalid job configuration: {e}"))),
+        Err(e) => {
+            return Ok(Phase::Crash(
+                None,
+                format!("invalid job configuration: {e}"),
+            ))
+        }
     };
     let ctx = JobContext {
         flow_run: fr,
@@ -484,13 +529,19 @@ fn error_policy<I: Infrastructure>(
             // The Prefect API is the source of truth; while it is unreachable we keep trying
             // (bounded for phases before launch, where giving up just leaves the run Pending
             // for the zombie reaper, and unbounded once a container may exist).
-            let before_launch = matches!(failed, Phase::Claim | Phase::Configure | Phase::Submit(_) | Phase::Adopt);
+            let before_launch = matches!(
+                failed,
+                Phase::Claim | Phase::Configure | Phase::Submit(_) | Phase::Adopt
+            );
             if e.is_transient() && !(before_launch && run.attempts >= 20) {
                 Decision::Retry(backoff(run.attempts), failed)
             } else if matches!(failed, Phase::Claim) {
                 tracing::warn!(error = %e, "could not claim flow run; leaving it to a later poll");
                 Decision::Goto(Phase::Done)
-            } else if matches!(failed, Phase::Crash(..) | Phase::Cleanup(_) | Phase::Release) {
+            } else if matches!(
+                failed,
+                Phase::Crash(..) | Phase::Cleanup(_) | Phase::Release
+            ) {
                 tracing::error!(error = %e, "giving up on this step");
                 Decision::Goto(match failed {
                     Phase::Crash(Some(s), _) => Phase::Cleanup(s),
@@ -507,12 +558,18 @@ fn error_policy<I: Infrastructure>(
             (InfraErrorKind::NotFound, Phase::Cleanup(_) | Phase::Cancel(_)) => {
                 Decision::Goto(Phase::Done)
             }
-            (_, Phase::Cleanup(_)) if run.attempts < 10 => Decision::Retry(backoff(run.attempts), failed),
+            (_, Phase::Cleanup(_)) if run.attempts < 10 => {
+                Decision::Retry(backoff(run.attempts), failed)
+            }
             (_, Phase::Cleanup(_)) => {
-                run.logger.error(format!("Could not clean up the infrastructure of this run: {e}"));
+                run.logger.error(format!(
+                    "Could not clean up the infrastructure of this run: {e}"
+                ));
                 Decision::Goto(Phase::Done)
             }
-            (_, Phase::Watch(_)) if run.attempts < 30 => Decision::Retry(backoff(run.attempts), failed),
+            (_, Phase::Watch(_)) if run.attempts < 30 => {
+                Decision::Retry(backoff(run.attempts), failed)
+            }
             _ => Decision::Goto(Phase::Crash(submission_of(&failed), e.message.clone())),
         },
     }
@@ -520,9 +577,11 @@ fn error_policy<I: Infrastructure>(
 
 fn submission_of<J>(phase: &Phase<J>) -> Option<Arc<Submission<J>>> {
     match phase {
-        Phase::Submit(s) | Phase::Launch(s) | Phase::Watch(s) | Phase::Cancel(s) | Phase::Cleanup(s) => {
-            Some(s.clone())
-        }
+        Phase::Submit(s)
+        | Phase::Launch(s)
+        | Phase::Watch(s)
+        | Phase::Cancel(s)
+        | Phase::Cleanup(s) => Some(s.clone()),
         Phase::Finish(s, _) => Some(s.clone()),
         Phase::Crash(s, _) => s.clone(),
         _ => None,
@@ -545,7 +604,11 @@ pub async fn propose_crashed(
 }
 
 /// Force the run to Cancelled, keeping its current state details (as Prefect does).
-pub async fn set_cancelled(client: &PrefectClient, id: Uuid, message: &str) -> Result<(), ApiError> {
+pub async fn set_cancelled(
+    client: &PrefectClient,
+    id: Uuid,
+    message: &str,
+) -> Result<(), ApiError> {
     let current = client.read_flow_run(id).await?;
     if current
         .as_ref()
@@ -557,7 +620,10 @@ pub async fn set_cancelled(client: &PrefectClient, id: Uuid, message: &str) -> R
     let mut s = StateCreate::new(StateType::Cancelled, "Cancelled", id).with_message(message);
     if let Some(state) = current.and_then(|r| r.state) {
         let mut details = state.state_details;
-        details.insert("transition_id".into(), Value::String(Uuid::new_v4().to_string()));
+        details.insert(
+            "transition_id".into(),
+            Value::String(Uuid::new_v4().to_string()),
+        );
         s.state_details = details;
     }
     client.set_flow_run_state(id, &s, true).await?;

@@ -28,25 +28,45 @@ mod tests {
             "../../../tests/data/prefect-azure-base-job-template.json"
         ))
         .unwrap();
-        let (op, pp) = (&ours["variables"]["properties"], &py["variables"]["properties"]);
+        let (op, pp) = (
+            &ours["variables"]["properties"],
+            &py["variables"]["properties"],
+        );
         for (name, schema) in pp.as_object().unwrap() {
-            assert_eq!(&op[name], schema, "variable {name} differs from prefect-azure's");
+            assert_eq!(
+                &op[name], schema,
+                "variable {name} differs from prefect-azure's"
+            );
             assert_eq!(
                 ours["job_configuration"][name], py["job_configuration"][name],
                 "job_configuration.{name} differs"
             );
         }
         assert_eq!(ours["variables"]["required"], py["variables"]["required"]);
-        assert_eq!(ours["variables"]["definitions"], py["variables"]["definitions"]);
+        assert_eq!(
+            ours["variables"]["definitions"],
+            py["variables"]["definitions"]
+        );
     }
 
     #[test]
     fn new_variables_are_optional_with_defaults() {
         let t = base_job_template();
         let required = t["variables"]["required"].as_array().unwrap();
-        for name in ["secure_env", "max_run_seconds", "cancel_grace_seconds", "fallback_locations"] {
-            assert!(t["variables"]["properties"][name].get("default").is_some(), "{name}");
-            assert!(!required.iter().any(|r| r == name), "{name} must not be required");
+        for name in [
+            "secure_env",
+            "max_run_seconds",
+            "cancel_grace_seconds",
+            "fallback_locations",
+        ] {
+            assert!(
+                t["variables"]["properties"][name].get("default").is_some(),
+                "{name}"
+            );
+            assert!(
+                !required.iter().any(|r| r == name),
+                "{name} must not be required"
+            );
             assert_eq!(t["job_configuration"][name], format!("{{{{ {name} }}}}"));
         }
     }

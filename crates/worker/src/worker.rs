@@ -76,7 +76,11 @@ impl<I: Infrastructure> Shared<I> {
         self.pool.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
     pub fn pool_name(&self) -> String {
-        self.pool.read().unwrap_or_else(|e| e.into_inner()).name.clone()
+        self.pool
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .name
+            .clone()
     }
     pub fn pool_id(&self) -> Uuid {
         self.pool.read().unwrap_or_else(|e| e.into_inner()).id
@@ -86,17 +90,28 @@ impl<I: Infrastructure> Shared<I> {
         let mut r = BTreeMap::new();
         r.insert(
             "prefect.resource.id".into(),
-            format!("prefect.worker.{}.{}", template::POOL_TYPE, slugify(&self.config.name)),
+            format!(
+                "prefect.worker.{}.{}",
+                template::POOL_TYPE,
+                slugify(&self.config.name)
+            ),
         );
         r.insert("prefect.resource.name".into(), self.config.name.clone());
-        r.insert("prefect.version".into(), prefect_client::client::PREFECT_VERSION.into());
+        r.insert(
+            "prefect.version".into(),
+            prefect_client::client::PREFECT_VERSION.into(),
+        );
         r.insert("prefect.worker-type".into(), template::POOL_TYPE.into());
         r
     }
 
     fn pool_related(&self) -> BTreeMap<String, String> {
         let pool = self.pool.read().unwrap_or_else(|e| e.into_inner());
-        related(&format!("prefect.work-pool.{}", pool.id), "work-pool", Some(&pool.name))
+        related(
+            &format!("prefect.work-pool.{}", pool.id),
+            "work-pool",
+            Some(&pool.name),
+        )
     }
 
     /// Emit a `prefect.worker.*` event about a run.
@@ -110,9 +125,17 @@ impl<I: Infrastructure> Shared<I> {
     ) {
         let mut rel = Vec::new();
         if let Some(d) = &ctx.deployment {
-            rel.push(related(&format!("prefect.deployment.{}", d.id), "deployment", Some(&d.name)));
+            rel.push(related(
+                &format!("prefect.deployment.{}", d.id),
+                "deployment",
+                Some(&d.name),
+            ));
         }
-        rel.push(related(&format!("prefect.flow.{}", ctx.flow.id), "flow", Some(&ctx.flow.name)));
+        rel.push(related(
+            &format!("prefect.flow.{}", ctx.flow.id),
+            "flow",
+            Some(&ctx.flow.name),
+        ));
         let mut fr = related(
             &format!("prefect.flow-run.{}", ctx.flow_run.id),
             "flow-run",
@@ -120,7 +143,10 @@ impl<I: Infrastructure> Shared<I> {
         );
         if let Some((ident, code)) = infrastructure {
             fr.insert("prefect.infrastructure.identifier".into(), ident.into());
-            fr.insert("prefect.infrastructure.status-code".into(), code.to_string());
+            fr.insert(
+                "prefect.infrastructure.status-code".into(),
+                code.to_string(),
+            );
         }
         rel.push(fr);
         for tag in &ctx.flow_run.tags {
@@ -196,7 +222,10 @@ pub async fn run<I: Infrastructure>(
         );
     }
     if pool.is_paused {
-        tracing::warn!("work pool {:?} is paused; no runs will be picked up until it is resumed", pool.name);
+        tracing::warn!(
+            "work pool {:?} is paused; no runs will be picked up until it is resumed",
+            pool.name
+        );
     }
     let events = if server.supports_events() {
         EventEmitter::start(client.api_url(), config.auth.clone())
@@ -231,9 +260,16 @@ pub async fn run<I: Infrastructure>(
     let slots = shared.config.limit.map(|l| Arc::new(Semaphore::new(l)));
     let mut poll_tick = tokio::time::interval(shared.config.query_interval);
     let mut heartbeat_tick = tokio::time::interval(jittered(shared.config.heartbeat_interval));
-    let mut observe_tick = tokio::time::interval(shared.config.query_interval.min(Duration::from_secs(5)));
-    let mut recover_tick = tokio::time::interval(shared.config.heartbeat_interval.max(Duration::from_secs(5)) * 2);
-    for t in [&mut poll_tick, &mut heartbeat_tick, &mut observe_tick, &mut recover_tick] {
+    let mut observe_tick =
+        tokio::time::interval(shared.config.query_interval.min(Duration::from_secs(5)));
+    let mut recover_tick =
+        tokio::time::interval(shared.config.heartbeat_interval.max(Duration::from_secs(5)) * 2);
+    for t in [
+        &mut poll_tick,
+        &mut heartbeat_tick,
+        &mut observe_tick,
+        &mut recover_tick,
+    ] {
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
     heartbeat_tick.reset();
@@ -270,8 +306,13 @@ pub async fn run<I: Infrastructure>(
     tracing::info!("worker stopping");
     shared.shutdown.cancel();
     tracker.close();
-    if tokio::time::timeout(shared.config.shutdown_grace, tracker.wait()).await.is_err() {
-        tracing::warn!("some flow run tasks did not reach a safe point within the shutdown grace period");
+    if tokio::time::timeout(shared.config.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "some flow run tasks did not reach a safe point within the shutdown grace period"
+        );
     }
     shared.events.emit(Event {
         occurred: Utc::now(),
@@ -308,27 +349,36 @@ fn jittered(d: Duration) -> Duration {
 
 /// Read the pool, creating it (or filling an empty template) as Prefect's worker does.
 async fn sync_pool(client: &PrefectClient, config: &WorkerConfig) -> Result<WorkPool, WorkerError> {
-    let default_template = config.base_job_template.clone().unwrap_or_else(template::base_job_template);
-    let pool = match client.read_work_pool(&config.pool).await? {
-        Some(p) => p,
-        None if config.create_pool_if_not_found => {
-            match client
-                .create_work_pool(&config.pool, template::POOL_TYPE, Some(&default_template), None)
-                .await
-            {
-                Ok(p) => {
-                    tracing::info!("created work pool {:?}", p.name);
-                    p
+    let default_template = config
+        .base_job_template
+        .clone()
+        .unwrap_or_else(template::base_job_template);
+    let pool =
+        match client.read_work_pool(&config.pool).await? {
+            Some(p) => p,
+            None if config.create_pool_if_not_found => {
+                match client
+                    .create_work_pool(
+                        &config.pool,
+                        template::POOL_TYPE,
+                        Some(&default_template),
+                        None,
+                    )
+                    .await
+                {
+                    Ok(p) => {
+                        tracing::info!("created work pool {:?}", p.name);
+                        p
+                    }
+                    Err(ApiError::AlreadyExists { .. }) => client
+                        .read_work_pool(&config.pool)
+                        .await?
+                        .ok_or_else(|| WorkerError::PoolNotFound(config.pool.clone()))?,
+                    Err(e) => return Err(e.into()),
                 }
-                Err(ApiError::AlreadyExists { .. }) => client
-                    .read_work_pool(&config.pool)
-                    .await?
-                    .ok_or_else(|| WorkerError::PoolNotFound(config.pool.clone()))?,
-                Err(e) => return Err(e.into()),
             }
-        }
-        None => return Err(WorkerError::PoolNotFound(config.pool.clone())),
-    };
+            None => return Err(WorkerError::PoolNotFound(config.pool.clone())),
+        };
     let empty = match &pool.base_job_template {
         Value::Object(m) => m.is_empty(),
         Value::Null => true,
@@ -336,12 +386,15 @@ async fn sync_pool(client: &PrefectClient, config: &WorkerConfig) -> Result<Work
     };
     if empty {
         client
-            .update_work_pool(&config.pool, &json!({"base_job_template": default_template}))
+            .update_work_pool(
+                &config.pool,
+                &json!({"base_job_template": default_template}),
+            )
             .await?;
-        return Ok(client
+        return client
             .read_work_pool(&config.pool)
             .await?
-            .ok_or_else(|| WorkerError::PoolNotFound(config.pool.clone()))?);
+            .ok_or_else(|| WorkerError::PoolNotFound(config.pool.clone()));
     }
     Ok(pool)
 }
@@ -392,7 +445,12 @@ async fn recover<I: Infrastructure>(shared: &Arc<Shared<I>>, tracker: &TaskTrack
         if shared.shutdown.is_cancelled() {
             return;
         }
-        if shared.in_flight.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&id) {
+        if shared
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&id)
+        {
             continue;
         }
         match shared.client.read_flow_run(id).await {
@@ -411,8 +469,12 @@ async fn recover<I: Infrastructure>(shared: &Arc<Shared<I>>, tracker: &TaskTrack
 async fn places<I: Infrastructure>(shared: &Arc<Shared<I>>) -> Vec<(String, String)> {
     let pool = shared.pool();
     let props = &pool.base_job_template["variables"]["properties"];
-    let default_sub = props["subscription_id"]["default"].as_str().map(str::to_string);
-    let default_rg = props["resource_group_name"]["default"].as_str().map(str::to_string);
+    let default_sub = props["subscription_id"]["default"]
+        .as_str()
+        .map(str::to_string);
+    let default_rg = props["resource_group_name"]["default"]
+        .as_str()
+        .map(str::to_string);
     let mut out = Vec::new();
     if let (Some(s), Some(r)) = (&default_sub, &default_rg) {
         out.push((s.clone(), r.clone()));
@@ -429,10 +491,19 @@ async fn places<I: Infrastructure>(shared: &Arc<Shared<I>>) -> Vec<(String, Stri
         Ok(Value::Array(ds)) => {
             for d in ds {
                 let vars = d.get("job_variables").or_else(|| d.get("infra_overrides"));
-                let sub = vars.and_then(|v| v["subscription_id"].as_str()).map(str::to_string).or(default_sub.clone());
-                let rg = vars.and_then(|v| v["resource_group_name"].as_str()).map(str::to_string).or(default_rg.clone());
+                let sub = vars
+                    .and_then(|v| v["subscription_id"].as_str())
+                    .map(str::to_string)
+                    .or(default_sub.clone());
+                let rg = vars
+                    .and_then(|v| v["resource_group_name"].as_str())
+                    .map(str::to_string)
+                    .or(default_rg.clone());
                 if let (Some(s), Some(r)) = (sub, rg) {
-                    if !out.iter().any(|(os, or)| *os == s && or.eq_ignore_ascii_case(&r)) {
+                    if !out
+                        .iter()
+                        .any(|(os, or)| *os == s && or.eq_ignore_ascii_case(&r))
+                    {
                         out.push((s, r));
                     }
                 }
@@ -463,7 +534,10 @@ async fn orphaned_runs<I: Infrastructure>(shared: &Arc<Shared<I>>) -> Result<Vec
         .client
         .raw_json(
             reqwest::Method::POST,
-            &format!("/work_pools/{}/workers/filter", prefect_client::client::encode_segment(&pool)),
+            &format!(
+                "/work_pools/{}/workers/filter",
+                prefect_client::client::encode_segment(&pool)
+            ),
             Some(&json!({})),
         )
         .await?;
@@ -479,7 +553,11 @@ async fn orphaned_runs<I: Infrastructure>(shared: &Arc<Shared<I>>) -> Result<Vec
     let others_online = online.iter().any(|n| *n != shared.config.name);
     Ok(runs
         .into_iter()
-        .filter(|fr| fr.infrastructure_pid.as_deref().is_some_and(|p| p.contains(':')))
+        .filter(|fr| {
+            fr.infrastructure_pid
+                .as_deref()
+                .is_some_and(|p| p.contains(':'))
+        })
         .filter(|fr| {
             let owner = fr
                 .labels
@@ -509,7 +587,12 @@ async fn poll<I: Infrastructure>(
         .await?;
     for item in runs {
         let fr = item.flow_run;
-        if shared.in_flight.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&fr.id) {
+        if shared
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&fr.id)
+        {
             continue;
         }
         let permit = match slots {
@@ -545,7 +628,11 @@ pub fn submit<I: Infrastructure>(
     tracker.spawn(async move {
         let id = fr.id;
         drive(shared.clone(), fr, control, start).await;
-        shared.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        shared
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
         drop(permit);
     });
 }
@@ -572,9 +659,15 @@ async fn observe<I: Infrastructure>(shared: &Arc<Shared<I>>) {
     };
     let in_flight = shared.in_flight.lock().unwrap_or_else(|e| e.into_inner());
     for fr in runs {
-        let Some(control) = in_flight.get(&fr.id) else { continue };
+        let Some(control) = in_flight.get(&fr.id) else {
+            continue;
+        };
         let st = fr.current_state_type().cloned();
-        let name = fr.state.as_ref().and_then(|s| s.name.clone()).or(fr.state_name.clone());
+        let name = fr
+            .state
+            .as_ref()
+            .and_then(|s| s.name.clone())
+            .or(fr.state_name.clone());
         // 2.x servers express Cancelling as a CANCELLED type named "Cancelling".
         let cancelling = st == Some(StateType::Cancelling)
             || (st == Some(StateType::Cancelled) && name.as_deref() == Some("Cancelling"));

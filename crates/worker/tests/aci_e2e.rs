@@ -14,7 +14,11 @@ async fn deployment(api: &Api, pool: &str, entrypoint: &str, vars: Value) -> Uui
     let dep = api.create_deployment(pool, None, vars).await;
     // The deployment's entrypoint decides which flow the engine loads.
     api.0
-        .raw_json(reqwest::Method::PATCH, &format!("/deployments/{dep}"), Some(&json!({"entrypoint": entrypoint, "path": "."})))
+        .raw_json(
+            reqwest::Method::PATCH,
+            &format!("/deployments/{dep}"),
+            Some(&json!({"entrypoint": entrypoint, "path": "."})),
+        )
         .await
         .expect("set entrypoint");
     dep
@@ -35,7 +39,11 @@ async fn no_groups_left(emu: &aci_emulator::Emulator, run: Uuid) {
 
 async fn no_groups_left_within(emu: &aci_emulator::Emulator, run: Uuid, timeout: Duration) {
     wait_for(timeout, "the container group to be deleted", || async {
-        (!emu.groups().iter().any(|g| g.name.contains(&run.to_string()))).then_some(())
+        (!emu
+            .groups()
+            .iter()
+            .any(|g| g.name.contains(&run.to_string())))
+        .then_some(())
     })
     .await;
 }
@@ -47,7 +55,10 @@ async fn hello_flow_completes_with_its_logs_in_prefect_and_the_group_is_deleted(
     let pool = unique("aci-pool");
     let api = Api::new(&url);
     let w = start_worker(worker_config(&url, &pool), &emu);
-    wait_for(Duration::from_secs(20), "the pool", || async { api.0.read_work_pool(&pool).await.ok().flatten() }).await;
+    wait_for(Duration::from_secs(20), "the pool", || async {
+        api.0.read_work_pool(&pool).await.ok().flatten()
+    })
+    .await;
     let mut vars = base_vars(&emu);
     vars["stream_output"] = json!(true);
     vars["env"] = json!({"MY_SECRET_TOKEN": "tok-3141592653"});
@@ -57,15 +68,27 @@ async fn hello_flow_completes_with_its_logs_in_prefect_and_the_group_is_deleted(
     let fr = final_state(&api, run, Duration::from_secs(120)).await;
     assert_eq!(fr["state"]["type"], "COMPLETED", "{fr}");
     let pid = fr["infrastructure_pid"].as_str().unwrap_or("");
-    assert!(pid.starts_with(&format!("{run}:flow-")) && pid.ends_with(&format!("-{run}")), "{fr}");
+    assert!(
+        pid.starts_with(&format!("{run}:flow-")) && pid.ends_with(&format!("-{run}")),
+        "{fr}"
+    );
     no_groups_left(&emu, run).await;
-    let logs = wait_for(Duration::from_secs(20), "container output in Prefect logs", || async {
-        let l = api.logs(run).await;
-        l.iter().any(|m| m.contains("printed to stdout by the flow")).then_some(l)
-    })
+    let logs = wait_for(
+        Duration::from_secs(20),
+        "container output in Prefect logs",
+        || async {
+            let l = api.logs(run).await;
+            l.iter()
+                .any(|m| m.contains("printed to stdout by the flow"))
+                .then_some(l)
+        },
+    )
     .await;
     assert!(logs.iter().any(|m| m == "Hello from ACI!"), "{logs:?}");
-    let dupes = logs.iter().filter(|m| m.contains("printed to stdout by the flow")).count();
+    let dupes = logs
+        .iter()
+        .filter(|m| m.contains("printed to stdout by the flow"))
+        .count();
     assert_eq!(dupes, 1, "container lines are forwarded once: {logs:?}");
     w.stop().await;
     emu.shutdown().await;
@@ -78,7 +101,10 @@ async fn failing_flow_is_failed_and_a_silent_exit_is_crashed_with_the_code() {
     let pool = unique("aci-pool");
     let api = Api::new(&url);
     let w = start_worker(worker_config(&url, &pool), &emu);
-    wait_for(Duration::from_secs(20), "the pool", || async { api.0.read_work_pool(&pool).await.ok().flatten() }).await;
+    wait_for(Duration::from_secs(20), "the pool", || async {
+        api.0.read_work_pool(&pool).await.ok().flatten()
+    })
+    .await;
     let failing = deployment(&api, &pool, "flows.py:failing", base_vars(&emu)).await;
     let hard = deployment(&api, &pool, "flows.py:hard_exit", base_vars(&emu)).await;
     let r1 = api.create_flow_run(failing, json!({})).await;
@@ -103,27 +129,54 @@ async fn image_pull_failure_and_bad_job_variables_crash_with_clear_messages() {
     let pool = unique("aci-pool");
     let api = Api::new(&url);
     let w = start_worker(worker_config(&url, &pool), &emu);
-    wait_for(Duration::from_secs(20), "the pool", || async { api.0.read_work_pool(&pool).await.ok().flatten() }).await;
+    wait_for(Duration::from_secs(20), "the pool", || async {
+        api.0.read_work_pool(&pool).await.ok().flatten()
+    })
+    .await;
     let dep = deployment(&api, &pool, "flows.py:hello", base_vars(&emu)).await;
     let cases: Vec<(Value, &str)> = vec![
-        (json!({"image": "nosuchregistry.io/missing:1"}), "InaccessibleImage"),
+        (
+            json!({"image": "nosuchregistry.io/missing:1"}),
+            "InaccessibleImage",
+        ),
         (json!({"cpu": 0}), "invalid job variable 'cpu'"),
         (json!({"cpu": 64}), "invalid job variable 'cpu'"),
         (json!({"memory": -1}), "invalid job variable 'memory'"),
         (json!({"memory": 1.25}), "multiple of 0.1"),
-        (json!({"env": {"BAD-NAME": "x"}}), "not a valid environment variable name"),
+        (
+            json!({"env": {"BAD-NAME": "x"}}),
+            "not a valid environment variable name",
+        ),
         (json!({"gpu_count": 1}), "retired GPU containers"),
-        (json!({"command": "prefect 'unbalanced"}), "unbalanced quotes"),
-        (json!({"identities": ["not-an-id"]}), "invalid job variable 'identities'"),
+        (
+            json!({"command": "prefect 'unbalanced"}),
+            "unbalanced quotes",
+        ),
+        (
+            json!({"identities": ["not-an-id"]}),
+            "invalid job variable 'identities'",
+        ),
         (
             json!({"image_registry": {"registry_url": "x.azurecr.io", "identity": "/subscriptions/s/resourceGroups/r/providers/Microsoft.ManagedIdentity/userAssignedIdentities/i"}}),
             "must also be listed in 'identities'",
         ),
-        (json!({"resource_group_name": "bad/name"}), "invalid job variable 'resource_group_name'"),
-        (json!({"task_watch_poll_interval": -5}), "task_watch_poll_interval"),
+        (
+            json!({"resource_group_name": "bad/name"}),
+            "invalid job variable 'resource_group_name'",
+        ),
+        (
+            json!({"task_watch_poll_interval": -5}),
+            "task_watch_poll_interval",
+        ),
         (json!({"max_run_seconds": -1}), "max_run_seconds"),
-        (json!({"aci_credentials": {"client_id": "only-this"}}), "aci_credentials"),
-        (json!({"image": "two words"}), "invalid job variable 'image'"),
+        (
+            json!({"aci_credentials": {"client_id": "only-this"}}),
+            "aci_credentials",
+        ),
+        (
+            json!({"image": "two words"}),
+            "invalid job variable 'image'",
+        ),
     ];
     let mut runs = Vec::new();
     for (vars, _) in &cases {
@@ -134,10 +187,16 @@ async fn image_pull_failure_and_bad_job_variables_crash_with_clear_messages() {
         let fr = final_state(&api, *run, Duration::from_secs(90)).await;
         assert_eq!(fr["state"]["type"], "CRASHED", "{vars}: {fr}");
         let msg = fr["state"]["message"].as_str().unwrap_or("");
-        assert!(msg.contains(expected), "{vars}: expected {expected:?} in {msg:?}");
+        assert!(
+            msg.contains(expected),
+            "{vars}: expected {expected:?} in {msg:?}"
+        );
     }
     let fr = final_state(&api, good, Duration::from_secs(120)).await;
-    assert_eq!(fr["state"]["type"], "COMPLETED", "the worker keeps serving good runs: {fr}");
+    assert_eq!(
+        fr["state"]["type"], "COMPLETED",
+        "the worker keeps serving good runs: {fr}"
+    );
     for run in runs.iter().chain([&good]) {
         no_groups_left(&emu, *run).await;
     }
@@ -152,7 +211,10 @@ async fn cancelling_a_running_flow_deletes_its_group_and_marks_it_cancelled() {
     let pool = unique("aci-pool");
     let api = Api::new(&url);
     let w = start_worker(worker_config(&url, &pool), &emu);
-    wait_for(Duration::from_secs(20), "the pool", || async { api.0.read_work_pool(&pool).await.ok().flatten() }).await;
+    wait_for(Duration::from_secs(20), "the pool", || async {
+        api.0.read_work_pool(&pool).await.ok().flatten()
+    })
+    .await;
     let mut vars = base_vars(&emu);
     vars["cancel_grace_seconds"] = json!(5);
     let dep = deployment(&api, &pool, "flows.py:sleepy", vars).await;
@@ -182,7 +244,10 @@ async fn secrets_never_appear_in_arm_responses() {
     let mut c = worker_config(&url, &pool);
     c.run_once = false;
     let w = start_worker(c, &emu);
-    wait_for(Duration::from_secs(20), "the pool", || async { api.0.read_work_pool(&pool).await.ok().flatten() }).await;
+    wait_for(Duration::from_secs(20), "the pool", || async {
+        api.0.read_work_pool(&pool).await.ok().flatten()
+    })
+    .await;
     let mut vars = base_vars(&emu);
     vars["env"] = json!({"DB_PASSWORD": "pw-2718281828", "PLAIN": "visible"});
     vars["keep_container_group"] = json!(true);
@@ -191,13 +256,24 @@ async fn secrets_never_appear_in_arm_responses() {
     let fr = final_state(&api, run, Duration::from_secs(120)).await;
     assert_eq!(fr["state"]["type"], "COMPLETED", "{fr}");
     // keep_container_group: the group stays (stopped) and a GET shows no secure value.
-    let group = emu.groups().into_iter().find(|g| g.name.contains(&run.to_string())).expect("kept group");
+    let group = emu
+        .groups()
+        .into_iter()
+        .find(|g| g.name.contains(&run.to_string()))
+        .expect("kept group");
     let token = reqwest::Client::new()
-        .post(format!("{}/{}/oauth2/v2.0/token", emu.authority_host(), emu.config().tenant_id))
+        .post(format!(
+            "{}/{}/oauth2/v2.0/token",
+            emu.authority_host(),
+            emu.config().tenant_id
+        ))
         .form(&[
             ("grant_type", "client_credentials"),
             ("client_id", emu.config().admin.client_id.as_str()),
-            ("client_secret", emu.config().admin.client_secret.as_deref().unwrap()),
+            (
+                "client_secret",
+                emu.config().admin.client_secret.as_deref().unwrap(),
+            ),
             ("scope", "https://management.azure.com/.default"),
         ])
         .send()
@@ -223,8 +299,14 @@ async fn secrets_never_appear_in_arm_responses() {
         .text()
         .await
         .unwrap();
-    assert!(body.contains("visible"), "plain values are returned: {body}");
-    assert!(!body.contains("pw-2718281828"), "secure values must never be returned: {body}");
+    assert!(
+        body.contains("visible"),
+        "plain values are returned: {body}"
+    );
+    assert!(
+        !body.contains("pw-2718281828"),
+        "secure values must never be returned: {body}"
+    );
     assert!(body.contains("DB_PASSWORD"));
     w.stop().await;
     emu.shutdown().await;
@@ -238,10 +320,20 @@ struct Killable {
 
 impl Killable {
     fn start(config: prefect_aci_worker::WorkerConfig, emu: &aci_emulator::Emulator) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
         let infra = prefect_aci_worker::aci::AciInfrastructure::new(options(emu)).unwrap();
-        runtime.spawn(prefect_aci_worker::run(config, infra, tokio_util::sync::CancellationToken::new()));
-        Killable { runtime: Some(runtime) }
+        runtime.spawn(prefect_aci_worker::run(
+            config,
+            infra,
+            tokio_util::sync::CancellationToken::new(),
+        ));
+        Killable {
+            runtime: Some(runtime),
+        }
     }
     fn kill(mut self) {
         if let Some(rt) = self.runtime.take() {
@@ -257,9 +349,14 @@ async fn a_killed_worker_s_run_is_adopted_and_finished_by_its_successor() {
     let pool = unique("aci-pool");
     let api = Api::new(&url);
     let first = Killable::start(worker_config(&url, &pool), &emu);
-    wait_for(Duration::from_secs(20), "the pool", || async { api.0.read_work_pool(&pool).await.ok().flatten() }).await;
+    wait_for(Duration::from_secs(20), "the pool", || async {
+        api.0.read_work_pool(&pool).await.ok().flatten()
+    })
+    .await;
     let dep = deployment(&api, &pool, "flows.py:sleepy", base_vars(&emu)).await;
-    let run = api.create_flow_run_with_parameters(dep, json!({"seconds": 8})).await;
+    let run = api
+        .create_flow_run_with_parameters(dep, json!({"seconds": 8}))
+        .await;
     wait_for(Duration::from_secs(120), "Running", || async {
         (api.state_type(run).await == "RUNNING").then_some(())
     })
@@ -282,15 +379,27 @@ async fn runs_complete_through_an_arm_429_storm() {
     let mut faults = emu.faults();
     // Tiny buckets: most bursts of requests are answered 429 with Retry-After.
     faults.arm_throttling = Some(aci_emulator::config::ThrottleLimits {
-        reads: aci_emulator::config::Bucket { burst: 3, per_second: 1.0 },
-        writes: aci_emulator::config::Bucket { burst: 2, per_second: 1.0 },
-        deletes: aci_emulator::config::Bucket { burst: 2, per_second: 1.0 },
+        reads: aci_emulator::config::Bucket {
+            burst: 3,
+            per_second: 1.0,
+        },
+        writes: aci_emulator::config::Bucket {
+            burst: 2,
+            per_second: 1.0,
+        },
+        deletes: aci_emulator::config::Bucket {
+            burst: 2,
+            per_second: 1.0,
+        },
     });
     emu.set_faults(faults);
     let pool = unique("aci-pool");
     let api = Api::new(&url);
     let w = start_worker(worker_config(&url, &pool), &emu);
-    wait_for(Duration::from_secs(20), "the pool", || async { api.0.read_work_pool(&pool).await.ok().flatten() }).await;
+    wait_for(Duration::from_secs(20), "the pool", || async {
+        api.0.read_work_pool(&pool).await.ok().flatten()
+    })
+    .await;
     let dep = deployment(&api, &pool, "flows.py:hello", base_vars(&emu)).await;
     let mut runs = Vec::new();
     for _ in 0..4 {
@@ -303,8 +412,17 @@ async fn runs_complete_through_an_arm_429_storm() {
     for run in &runs {
         no_groups_left(&emu, *run).await;
     }
-    let throttled: u64 = emu.stats().requests.iter().filter(|r| r.status == 429).map(|r| r.count).sum();
-    assert!(throttled > 0, "the storm must actually have throttled requests");
+    let throttled: u64 = emu
+        .stats()
+        .requests
+        .iter()
+        .filter(|r| r.status == 429)
+        .map(|r| r.count)
+        .sum();
+    assert!(
+        throttled > 0,
+        "the storm must actually have throttled requests"
+    );
     w.stop().await;
     emu.shutdown().await;
 }
@@ -316,7 +434,10 @@ async fn hello_flow_runs_on_a_prefect_2_server() {
     let pool = unique("aci-pool");
     let api = Api::new(&url);
     let w = start_worker(worker_config(&url, &pool), &emu);
-    wait_for(Duration::from_secs(20), "the pool", || async { api.0.read_work_pool(&pool).await.ok().flatten() }).await;
+    wait_for(Duration::from_secs(20), "the pool", || async {
+        api.0.read_work_pool(&pool).await.ok().flatten()
+    })
+    .await;
     let dep = deployment(&api, &pool, "flows.py:hello", base_vars(&emu)).await;
     let run = api.create_flow_run(dep, json!({})).await;
     let fr = final_state(&api, run, Duration::from_secs(120)).await;

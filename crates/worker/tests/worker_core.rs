@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prefect_aci_worker::infrastructure::{ExitInfo, InfraError, Infrastructure, JobContext, RunSignals};
+use prefect_aci_worker::infrastructure::{
+    ExitInfo, InfraError, Infrastructure, JobContext, RunSignals,
+};
 use prefect_aci_worker::template::{base_job_template, POOL_TYPE};
 use prefect_aci_worker::WorkerConfig;
 use prefect_client::Auth;
@@ -44,16 +46,24 @@ impl Infrastructure for FakeInfra {
     type Job = FakeJob;
 
     fn prepare(&self, ctx: &JobContext) -> Result<FakeJob, InfraError> {
-        let command = ctx.configuration["command"].as_str().unwrap_or("").to_string();
+        let command = ctx.configuration["command"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         if command == "invalid" {
-            return Err(InfraError::invalid("command 'invalid' is not allowed by the fake"));
+            return Err(InfraError::invalid(
+                "command 'invalid' is not allowed by the fake",
+            ));
         }
         self.record
             .lock()
             .unwrap()
             .configs
             .insert(ctx.flow_run.id, ctx.configuration.clone());
-        Ok(FakeJob { id: ctx.flow_run.id, command })
+        Ok(FakeJob {
+            id: ctx.flow_run.id,
+            command,
+        })
     }
 
     fn identifier(&self, job: &FakeJob) -> String {
@@ -62,7 +72,9 @@ impl Infrastructure for FakeInfra {
 
     async fn launch(&self, job: &FakeJob) -> Result<(), InfraError> {
         if job.command == "fail-launch" {
-            return Err(InfraError::permanent("RuntimeError: the fake refused to start"));
+            return Err(InfraError::permanent(
+                "RuntimeError: the fake refused to start",
+            ));
         }
         let mut r = self.record.lock().unwrap();
         r.launched.push(job.id);
@@ -71,7 +83,11 @@ impl Infrastructure for FakeInfra {
         Ok(())
     }
 
-    async fn watch(&self, job: &FakeJob, signals: RunSignals) -> Result<Option<ExitInfo>, InfraError> {
+    async fn watch(
+        &self,
+        job: &FakeJob,
+        signals: RunSignals,
+    ) -> Result<Option<ExitInfo>, InfraError> {
         let code = if job.command == "hold" {
             tokio::select! {
                 _ = signals.shutdown.cancelled() => return Ok(None),
@@ -91,7 +107,10 @@ impl Infrastructure for FakeInfra {
             0
         };
         self.record.lock().unwrap().running -= 1;
-        Ok(Some(ExitInfo { status_code: code, explanation: None }))
+        Ok(Some(ExitInfo {
+            status_code: code,
+            explanation: None,
+        }))
     }
 
     async fn kill(&self, job: &FakeJob, _grace: Duration) -> Result<(), InfraError> {
@@ -150,10 +169,18 @@ async fn pool_via_worker(url: &str) -> String {
 async fn creates_the_pool_with_the_aci_template_and_the_server_accepts_it() {
     let url = api_url();
     let pool = pool_via_worker(&url).await;
-    let p = client(&url, Auth::None).read_work_pool(&pool).await.unwrap().expect("pool exists");
+    let p = client(&url, Auth::None)
+        .read_work_pool(&pool)
+        .await
+        .unwrap()
+        .expect("pool exists");
     assert_eq!(p.pool_type, POOL_TYPE);
     assert_eq!(p.base_job_template, base_job_template());
-    assert_eq!(p.status.as_deref(), Some("READY"), "heartbeat should make the pool ready");
+    assert_eq!(
+        p.status.as_deref(),
+        Some("READY"),
+        "heartbeat should make the pool ready"
+    );
 }
 
 #[tokio::test]
@@ -174,19 +201,32 @@ async fn claims_a_run_reports_infrastructure_pid_labels_and_logs() {
     })
     .await;
     wait_for(Duration::from_secs(10), "cleanup", || async {
-        fake.record.lock().unwrap().cleaned.contains(&run).then_some(())
+        fake.record
+            .lock()
+            .unwrap()
+            .cleaned
+            .contains(&run)
+            .then_some(())
     })
     .await;
     w.stop().await;
 
-    assert_eq!(fr["infrastructure_pid"], format!("{run}:fake-{}", &run.to_string()[..8]));
-    assert_eq!(fr["state"]["type"], "PENDING", "exit 0 without an engine leaves the run as the engine would find it");
+    assert_eq!(
+        fr["infrastructure_pid"],
+        format!("{run}:fake-{}", &run.to_string()[..8])
+    );
+    assert_eq!(
+        fr["state"]["type"], "PENDING",
+        "exit 0 without an engine leaves the run as the engine would find it"
+    );
     assert_eq!(fr["labels"]["prefect.worker.type"], POOL_TYPE);
     assert_eq!(fr["labels"]["prefect.work-pool.name"], pool.as_str());
 
-    let rec = fake.record.lock().unwrap();
-    assert_eq!(rec.launched, vec![run]);
-    let cfg = &rec.configs[&run];
+    let (launched, cfg) = {
+        let rec = fake.record.lock().unwrap();
+        (rec.launched.clone(), rec.configs[&run].clone())
+    };
+    assert_eq!(launched, vec![run]);
     assert_eq!(cfg["cpu"], 2);
     assert_eq!(cfg["command"], "prefect flow-run execute");
     assert_eq!(cfg["env"]["DEP"], "d");
@@ -194,14 +234,23 @@ async fn claims_a_run_reports_infrastructure_pid_labels_and_logs() {
     assert_eq!(cfg["env"]["PREFECT__FLOW_RUN_ID"], run.to_string());
     assert_eq!(cfg["env"]["PREFECT_API_URL"], url.as_str());
     assert_eq!(cfg["labels"]["prefect.io/flow-run-id"], run.to_string());
-    drop(rec);
 
-    let logs = wait_for(Duration::from_secs(10), "worker logs in Prefect", || async {
-        let l = api.logs(run).await;
-        l.iter().any(|m| m.contains("submitted to infrastructure")).then_some(l)
-    })
+    let logs = wait_for(
+        Duration::from_secs(10),
+        "worker logs in Prefect",
+        || async {
+            let l = api.logs(run).await;
+            l.iter()
+                .any(|m| m.contains("submitted to infrastructure"))
+                .then_some(l)
+        },
+    )
     .await;
-    assert!(logs.iter().any(|m| m.contains(&format!("submitting flow run '{run}'"))), "{logs:?}");
+    assert!(
+        logs.iter()
+            .any(|m| m.contains(&format!("submitting flow run '{run}'"))),
+        "{logs:?}"
+    );
 }
 
 #[tokio::test]
@@ -210,9 +259,13 @@ async fn failed_submission_and_non_zero_exit_crash_the_run_and_the_worker_keeps_
     let pool = pool_via_worker(&url).await;
     let api = Api::new(&url);
     let dep = api.create_deployment(&pool, None, json!({})).await;
-    let refused = api.create_flow_run(dep, json!({"command": "fail-launch"})).await;
+    let refused = api
+        .create_flow_run(dep, json!({"command": "fail-launch"}))
+        .await;
     let exit3 = api.create_flow_run(dep, json!({"command": "exit 3"})).await;
-    let invalid = api.create_flow_run(dep, json!({"command": "invalid"})).await;
+    let invalid = api
+        .create_flow_run(dep, json!({"command": "invalid"}))
+        .await;
     let fine = api.create_flow_run(dep, json!({})).await;
 
     let fake = FakeInfra::default();
@@ -224,7 +277,12 @@ async fn failed_submission_and_non_zero_exit_crash_the_run_and_the_worker_keeps_
         .await;
     }
     wait_for(Duration::from_secs(30), "the good run launched", || async {
-        fake.record.lock().unwrap().launched.contains(&fine).then_some(())
+        fake.record
+            .lock()
+            .unwrap()
+            .launched
+            .contains(&fine)
+            .then_some(())
     })
     .await;
     w.stop().await;
@@ -234,7 +292,8 @@ async fn failed_submission_and_non_zero_exit_crash_the_run_and_the_worker_keeps_
         msg(api.flow_run(refused).await),
         "Failed to submit flow run to infrastructure: RuntimeError: the fake refused to start"
     );
-    assert!(msg(api.flow_run(exit3).await).starts_with("Flow run infrastructure exited with non-zero status code 3."));
+    assert!(msg(api.flow_run(exit3).await)
+        .starts_with("Flow run infrastructure exited with non-zero status code 3."));
     assert!(msg(api.flow_run(invalid).await).contains("command 'invalid' is not allowed"));
 }
 
@@ -249,7 +308,10 @@ async fn two_workers_on_one_pool_never_submit_the_same_run() {
         runs.push(api.create_flow_run(dep, json!({})).await);
     }
     let fake = FakeInfra::default();
-    let (w1, w2) = (start(config(&url, &pool), fake.clone()), start(config(&url, &pool), fake.clone()));
+    let (w1, w2) = (
+        start(config(&url, &pool), fake.clone()),
+        start(config(&url, &pool), fake.clone()),
+    );
     wait_for(Duration::from_secs(60), "all runs launched", || async {
         (fake.record.lock().unwrap().launched.len() >= runs.len()).then_some(())
     })
@@ -274,8 +336,10 @@ async fn respects_work_queues_and_the_local_limit() {
     let url = api_url();
     let pool = pool_via_worker(&url).await;
     let api = Api::new(&url);
-    api.post(&format!("/work_pools/{pool}/queues/"), json!({"name": "a"})).await;
-    api.post(&format!("/work_pools/{pool}/queues/"), json!({"name": "b"})).await;
+    api.post(&format!("/work_pools/{pool}/queues/"), json!({"name": "a"}))
+        .await;
+    api.post(&format!("/work_pools/{pool}/queues/"), json!({"name": "b"}))
+        .await;
     let dep_a = api.create_deployment(&pool, Some("a"), json!({})).await;
     let dep_b = api.create_deployment(&pool, Some("b"), json!({})).await;
     let in_b = api.create_flow_run(dep_b, json!({})).await;
@@ -296,7 +360,11 @@ async fn respects_work_queues_and_the_local_limit() {
     for _ in 0..3 {
         let current = *fake.record.lock().unwrap().launched.last().unwrap();
         let n = fake.record.lock().unwrap().launched.len();
-        api.post(&format!("/flow_runs/{current}/set_state"), json!({"state": {"type": "COMPLETED"}, "force": true})).await;
+        api.post(
+            &format!("/flow_runs/{current}/set_state"),
+            json!({"state": {"type": "COMPLETED"}, "force": true}),
+        )
+        .await;
         if n < 3 {
             wait_for(Duration::from_secs(30), "next held run", || async {
                 (fake.record.lock().unwrap().launched.len() == n + 1).then_some(())
@@ -305,10 +373,15 @@ async fn respects_work_queues_and_the_local_limit() {
         }
     }
     w.stop().await;
-    let rec = fake.record.lock().unwrap();
-    assert_eq!(rec.max_running, 1, "--limit 1 allows one run at a time");
-    assert!(!rec.launched.contains(&in_b), "a run in queue b must not be picked by a worker of queue a");
-    drop(rec);
+    let (max_running, launched) = {
+        let rec = fake.record.lock().unwrap();
+        (rec.max_running, rec.launched.clone())
+    };
+    assert_eq!(max_running, 1, "--limit 1 allows one run at a time");
+    assert!(
+        !launched.contains(&in_b),
+        "a run in queue b must not be picked by a worker of queue a"
+    );
     assert_eq!(api.state_type(in_b).await, "SCHEDULED");
 }
 
@@ -337,7 +410,10 @@ async fn run_of_a_deleted_deployment_is_cancelled() {
     .await;
     w.stop().await;
     let fr = api.flow_run(run).await;
-    assert_eq!(fr["state"]["message"], format!("Deployment {gone} no longer exists, cancelled run."));
+    assert_eq!(
+        fr["state"]["message"],
+        format!("Deployment {gone} no longer exists, cancelled run.")
+    );
     assert!(fake.record.lock().unwrap().launched.is_empty());
 }
 
@@ -351,7 +427,12 @@ async fn cancelling_a_running_run_kills_it_and_marks_it_cancelled() {
     let fake = FakeInfra::default();
     let w = start(config(&url, &pool), fake.clone());
     wait_for(Duration::from_secs(30), "launched", || async {
-        fake.record.lock().unwrap().launched.contains(&run).then_some(())
+        fake.record
+            .lock()
+            .unwrap()
+            .launched
+            .contains(&run)
+            .then_some(())
     })
     .await;
     api.post(
@@ -364,7 +445,12 @@ async fn cancelling_a_running_run_kills_it_and_marks_it_cancelled() {
     })
     .await;
     wait_for(Duration::from_secs(10), "cleanup", || async {
-        fake.record.lock().unwrap().cleaned.contains(&run).then_some(())
+        fake.record
+            .lock()
+            .unwrap()
+            .cleaned
+            .contains(&run)
+            .then_some(())
     })
     .await;
     w.stop().await;
@@ -383,7 +469,9 @@ async fn healthcheck_reports_ok_while_polling() {
     c.healthcheck = Some(format!("127.0.0.1:{port}").parse().unwrap());
     let w = start(c, FakeInfra::default());
     let body: Value = wait_for(Duration::from_secs(30), "/health", || async {
-        let r = reqwest::get(format!("http://127.0.0.1:{port}/health")).await.ok()?;
+        let r = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+            .await
+            .ok()?;
         (r.status() == 200).then_some(())?;
         r.json().await.ok()
     })
@@ -422,12 +510,21 @@ async fn authenticates_with_an_auth_string_and_reports_refusal_clearly() {
     c.run_once = false;
     let w = start(c, fake.clone());
     wait_for(Duration::from_secs(30), "launched", || async {
-        fake.record.lock().unwrap().launched.contains(&run).then_some(())
+        fake.record
+            .lock()
+            .unwrap()
+            .launched
+            .contains(&run)
+            .then_some(())
     })
     .await;
     w.stop().await;
     let cfg = fake.record.lock().unwrap().configs[&run].clone();
-    assert_eq!(cfg["env"]["PREFECT_API_AUTH_STRING"], auth.as_str(), "the engine needs the auth string");
+    assert_eq!(
+        cfg["env"]["PREFECT_API_AUTH_STRING"],
+        auth.as_str(),
+        "the engine needs the auth string"
+    );
 }
 
 #[tokio::test]
@@ -447,5 +544,8 @@ async fn works_with_a_prefect_2_server() {
     w.stop().await;
     assert_eq!(fr["state"]["type"], "PENDING");
     let cfg = fake.record.lock().unwrap().configs[&run].clone();
-    assert_eq!(cfg["command"], "python -m prefect.engine", "Prefect 2's engine command");
+    assert_eq!(
+        cfg["command"], "python -m prefect.engine",
+        "Prefect 2's engine command"
+    );
 }

@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use arm_models::container_group::{
-    Container, ContainerGroup, ContainerGroupIdentity, ContainerGroupProperties, ContainerProperties,
-    EnvironmentVariable, ImageRegistryCredential, ResourceRequests, ResourceRequirements, SubnetId,
-    UserAssignedIdentityRef,
+    Container, ContainerGroup, ContainerGroupIdentity, ContainerGroupProperties,
+    ContainerProperties, EnvironmentVariable, ImageRegistryCredential, ResourceRequests,
+    ResourceRequirements, SubnetId, UserAssignedIdentityRef,
 };
 use azure_arm::{ExplicitClientSecret, Secret};
 use serde_json::{json, Map, Value};
@@ -106,8 +106,12 @@ pub fn container_group_name(flow_name: &str, flow_run_id: Uuid) -> String {
 /// Whether a variable's value must be sent as a `secureValue`.
 pub fn is_secret_name(name: &str, extra: &[String]) -> bool {
     let upper = name.to_ascii_uppercase();
-    matches!(upper.as_str(), "PREFECT_API_KEY" | "PREFECT_API_AUTH_STRING")
-        || ["KEY", "SECRET", "TOKEN", "PASSWORD"].iter().any(|w| upper.contains(w))
+    matches!(
+        upper.as_str(),
+        "PREFECT_API_KEY" | "PREFECT_API_AUTH_STRING"
+    ) || ["KEY", "SECRET", "TOKEN", "PASSWORD"]
+        .iter()
+        .any(|w| upper.contains(w))
         || extra.iter().any(|e| e.eq_ignore_ascii_case(name))
 }
 
@@ -159,7 +163,10 @@ fn strings(c: &Map<String, Value>, key: &str) -> Result<Vec<String>, InfraError>
             .iter()
             .map(|v| match v {
                 Value::String(s) => Ok(s.clone()),
-                other => Err(err(key, format!("expected a list of strings, found {other}"))),
+                other => Err(err(
+                    key,
+                    format!("expected a list of strings, found {other}"),
+                )),
             })
             .collect(),
         Some(other) => Err(err(key, format!("expected a list of strings, got {other}"))),
@@ -192,20 +199,32 @@ fn is_identity_id(id: &str) -> bool {
 }
 
 /// Validate `ctx.configuration` and build the container group.
-pub fn build(ctx: &JobContext, default_image: &str, default_template: &Value) -> Result<AciSpec, InfraError> {
+pub fn build(
+    ctx: &JobContext,
+    default_image: &str,
+    default_template: &Value,
+) -> Result<AciSpec, InfraError> {
     let c = &ctx.configuration;
 
     let subscription_id = string(c, "subscription_id")?
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .ok_or_else(|| err("subscription_id", "it is required; set it on the work pool or the deployment (the id in /subscriptions/<id>)"))?;
-    if !subscription_id.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-') {
+    if !subscription_id
+        .chars()
+        .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+    {
         return Err(err("subscription_id", format!("{subscription_id:?} is not a subscription id (letters, digits and dashes, e.g. a GUID)")));
     }
     let resource_group = string(c, "resource_group_name")?
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| err("resource_group_name", "it is required; set it on the work pool or the deployment"))?;
+        .ok_or_else(|| {
+            err(
+                "resource_group_name",
+                "it is required; set it on the work pool or the deployment",
+            )
+        })?;
     if !valid_resource_group(&resource_group) {
         return Err(err("resource_group_name", format!("{resource_group:?} is not a valid resource group name (1-90 letters, digits, '-', '_', '.', '(', ')'; not ending in '.')")));
     }
@@ -217,7 +236,12 @@ pub fn build(ctx: &JobContext, default_image: &str, default_template: &Value) ->
     let image = string(c, "image")?.unwrap_or_else(|| default_image.to_string());
     let image = image.trim().to_string();
     if image.is_empty() || image.chars().any(char::is_whitespace) {
-        return Err(err("image", format!("{image:?} is not an image reference (e.g. myregistry.azurecr.io/flows:latest)")));
+        return Err(err(
+            "image",
+            format!(
+                "{image:?} is not an image reference (e.g. myregistry.azurecr.io/flows:latest)"
+            ),
+        ));
     }
 
     let cpu = number(c, "cpu")?.unwrap_or(1.0);
@@ -226,10 +250,16 @@ pub fn build(ctx: &JobContext, default_image: &str, default_template: &Value) ->
     }
     let memory = number(c, "memory")?.unwrap_or(1.0);
     if !(memory > 0.0 && memory <= 240.0) {
-        return Err(err("memory", format!("{memory} GB is outside ACI's range (more than 0, at most 240)")));
+        return Err(err(
+            "memory",
+            format!("{memory} GB is outside ACI's range (more than 0, at most 240)"),
+        ));
     }
     if ((memory * 10.0).round() - memory * 10.0).abs() > 1e-9 {
-        return Err(err("memory", format!("{memory} GB must be a multiple of 0.1 GB")));
+        return Err(err(
+            "memory",
+            format!("{memory} GB must be a multiple of 0.1 GB"),
+        ));
     }
 
     // Command: the entrypoint, then the shell-split command (prefect-azure's command_from_string).
@@ -253,8 +283,19 @@ pub fn build(ctx: &JobContext, default_image: &str, default_template: &Value) ->
                     Value::Null => continue,
                     Value::String(s) => s.clone(),
                     Value::Number(n) => n.to_string(),
-                    Value::Bool(b) => if *b { "True".into() } else { "False".into() },
-                    _ => return Err(err("env", format!("the value of {name} must be a string, not a list or object"))),
+                    Value::Bool(b) => {
+                        if *b {
+                            "True".into()
+                        } else {
+                            "False".into()
+                        }
+                    }
+                    _ => {
+                        return Err(err(
+                            "env",
+                            format!("the value of {name} must be a string, not a list or object"),
+                        ))
+                    }
                 };
                 let secure = is_secret_name(name, &secure_env);
                 env_vars.push(EnvironmentVariable {
@@ -265,7 +306,12 @@ pub fn build(ctx: &JobContext, default_image: &str, default_template: &Value) ->
                 });
             }
         }
-        Some(other) => return Err(err("env", format!("expected an object of NAME: value, got {other}"))),
+        Some(other) => {
+            return Err(err(
+                "env",
+                format!("expected an object of NAME: value, got {other}"),
+            ))
+        }
     }
 
     let identities = strings(c, "identities")?;
@@ -278,14 +324,29 @@ pub fn build(ctx: &JobContext, default_image: &str, default_template: &Value) ->
     let registry = match opt(c, "image_registry") {
         None => None,
         Some(Value::Object(r)) => {
-            let url = r.get("registry_url").and_then(Value::as_str).map(str::trim).unwrap_or("");
-            let server = url.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
+            let url = r
+                .get("registry_url")
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .unwrap_or("");
+            let server = url
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .trim_end_matches('/');
             if server.is_empty() {
-                return Err(err("image_registry", "registry_url is required (e.g. myregistry.azurecr.io)"));
+                return Err(err(
+                    "image_registry",
+                    "registry_url is required (e.g. myregistry.azurecr.io)",
+                ));
             }
             if let Some(identity) = r.get("identity").and_then(Value::as_str) {
                 if !is_identity_id(identity) {
-                    return Err(err("image_registry", format!("identity {identity:?} is not a user-assigned identity resource id")));
+                    return Err(err(
+                        "image_registry",
+                        format!(
+                            "identity {identity:?} is not a user-assigned identity resource id"
+                        ),
+                    ));
                 }
                 if !identities.iter().any(|i| i.eq_ignore_ascii_case(identity)) {
                     return Err(err("image_registry", format!("the registry identity {identity:?} must also be listed in 'identities' (ACI pulls with identities attached to the group)")));
@@ -309,7 +370,14 @@ pub fn build(ctx: &JobContext, default_image: &str, default_template: &Value) ->
                 })
             }
         }
-        Some(other) => return Err(err("image_registry", format!("expected an ACRManagedIdentity or DockerRegistryCredentials object, got {other}"))),
+        Some(other) => {
+            return Err(err(
+                "image_registry",
+                format!(
+                "expected an ACRManagedIdentity or DockerRegistryCredentials object, got {other}"
+            ),
+            ))
+        }
     };
 
     let subnet_ids = strings(c, "subnet_ids")?;
@@ -318,30 +386,55 @@ pub fn build(ctx: &JobContext, default_image: &str, default_template: &Value) ->
 
     let start_timeout = match number(c, "task_start_timeout_seconds")? {
         None => Some(Duration::from_secs(240)),
-        Some(s) if s < 0.0 => return Err(err("task_start_timeout_seconds", "must be zero (no limit) or a positive number of seconds")),
-        Some(s) if s == 0.0 => None,
+        Some(s) if s < 0.0 => {
+            return Err(err(
+                "task_start_timeout_seconds",
+                "must be zero (no limit) or a positive number of seconds",
+            ))
+        }
+        Some(0.0) => None,
         Some(s) => Some(Duration::from_secs_f64(s)),
     };
     let poll_interval = match number(c, "task_watch_poll_interval")? {
         None => Duration::from_secs(5),
         Some(s) if s > 0.0 => Duration::from_secs_f64(s.max(1.0)),
-        Some(s) => return Err(err("task_watch_poll_interval", format!("{s} must be a positive number of seconds"))),
+        Some(s) => {
+            return Err(err(
+                "task_watch_poll_interval",
+                format!("{s} must be a positive number of seconds"),
+            ))
+        }
     };
     let max_run = match number(c, "max_run_seconds")? {
         None => None,
         Some(s) if s > 0.0 => Some(Duration::from_secs_f64(s)),
-        Some(s) => return Err(err("max_run_seconds", format!("{s} must be a positive number of seconds, or empty for no limit"))),
+        Some(s) => {
+            return Err(err(
+                "max_run_seconds",
+                format!("{s} must be a positive number of seconds, or empty for no limit"),
+            ))
+        }
     };
     let cancel_grace = match number(c, "cancel_grace_seconds")? {
         None => Duration::from_secs(30),
         Some(s) if s >= 0.0 => Duration::from_secs_f64(s),
-        Some(s) => return Err(err("cancel_grace_seconds", format!("{s} must be zero or more seconds"))),
+        Some(s) => {
+            return Err(err(
+                "cancel_grace_seconds",
+                format!("{s} must be zero or more seconds"),
+            ))
+        }
     };
 
     let credentials = match opt(c, "aci_credentials") {
         None => ExplicitClientSecret::default(),
         Some(Value::Object(b)) => {
-            let field = |k: &str| b.get(k).and_then(Value::as_str).map(str::to_string).filter(|s| !s.is_empty());
+            let field = |k: &str| {
+                b.get(k)
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .filter(|s| !s.is_empty())
+            };
             let creds = ExplicitClientSecret {
                 client_id: field("client_id"),
                 tenant_id: field("tenant_id"),
@@ -350,7 +443,12 @@ pub fn build(ctx: &JobContext, default_image: &str, default_template: &Value) ->
             creds.validate().map_err(|e| err("aci_credentials", e))?;
             creds
         }
-        Some(_) => return Err(err("aci_credentials", "expected an AzureContainerInstanceCredentials block")),
+        Some(_) => {
+            return Err(err(
+                "aci_credentials",
+                "expected an AzureContainerInstanceCredentials block",
+            ))
+        }
     };
 
     let custom_template = match opt(c, "arm_template") {
@@ -365,14 +463,23 @@ pub fn build(ctx: &JobContext, default_image: &str, default_template: &Value) ->
 
     let group_name = container_group_name(&ctx.flow.name, ctx.flow_run.id);
     let mut tags = BTreeMap::new();
-    tags.insert(tags::MANAGED_BY.to_string(), tags::MANAGED_BY_VALUE.to_string());
+    tags.insert(
+        tags::MANAGED_BY.to_string(),
+        tags::MANAGED_BY_VALUE.to_string(),
+    );
     tags.insert(tags::FLOW_RUN_ID.to_string(), ctx.flow_run.id.to_string());
     tags.insert(tags::FLOW_ID.to_string(), ctx.flow.id.to_string());
     if let Some(d) = &ctx.deployment {
         tags.insert(tags::DEPLOYMENT_ID.to_string(), d.id.to_string());
     }
-    tags.insert(tags::WORK_POOL.to_string(), ctx.work_pool.name.chars().take(256).collect());
-    tags.insert(tags::WORKER.to_string(), ctx.worker_name.chars().take(256).collect());
+    tags.insert(
+        tags::WORK_POOL.to_string(),
+        ctx.work_pool.name.chars().take(256).collect(),
+    );
+    tags.insert(
+        tags::WORKER.to_string(),
+        ctx.worker_name.chars().take(256).collect(),
+    );
 
     let mut extra = Map::new();
     if !dns_servers.is_empty() {
@@ -384,7 +491,10 @@ pub fn build(ctx: &JobContext, default_image: &str, default_template: &Value) ->
         identity: (!identities.is_empty()).then(|| ContainerGroupIdentity {
             identity_type: Some("UserAssigned".into()),
             user_assigned_identities: Some(
-                identities.iter().map(|i| (i.clone(), UserAssignedIdentityRef::default())).collect(),
+                identities
+                    .iter()
+                    .map(|i| (i.clone(), UserAssignedIdentityRef::default()))
+                    .collect(),
             ),
             ..Default::default()
         }),
@@ -410,8 +520,12 @@ pub fn build(ctx: &JobContext, default_image: &str, default_template: &Value) ->
             restart_policy: Some("Never".into()),
             os_type: Some("Linux".into()),
             sku: Some("Standard".into()),
-            subnet_ids: (!subnet_ids.is_empty())
-                .then(|| subnet_ids.into_iter().map(|id| SubnetId { id, name: None }).collect()),
+            subnet_ids: (!subnet_ids.is_empty()).then(|| {
+                subnet_ids
+                    .into_iter()
+                    .map(|id| SubnetId { id, name: None })
+                    .collect()
+            }),
             extra,
             ..Default::default()
         },
@@ -452,13 +566,23 @@ mod tests {
         assert_eq!(container_group_name("!!!", id), format!("flow-{id}"));
         for name in ["x", "hello world", "-lead", "trail-------------------x"] {
             let g = container_group_name(name, id);
-            assert!(g.len() <= 63 && !g.starts_with('-') && !g.contains("--"), "{g}");
+            assert!(
+                g.len() <= 63 && !g.starts_with('-') && !g.contains("--"),
+                "{g}"
+            );
         }
     }
 
     #[test]
     fn secret_names() {
-        for n in ["PREFECT_API_KEY", "prefect_api_auth_string", "DB_PASSWORD", "GITHUB_TOKEN", "MY_SECRET", "API_KEY_2"] {
+        for n in [
+            "PREFECT_API_KEY",
+            "prefect_api_auth_string",
+            "DB_PASSWORD",
+            "GITHUB_TOKEN",
+            "MY_SECRET",
+            "API_KEY_2",
+        ] {
             assert!(is_secret_name(n, &[]), "{n}");
         }
         for n in ["PREFECT_API_URL", "HOME", "MONKEY_BUSINESS_X"] {

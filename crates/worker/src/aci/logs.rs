@@ -81,10 +81,18 @@ pub fn describe_group(g: &ContainerGroup) -> String {
                 }
             }
             if v.restart_count > 0 {
-                parts.push(format!("The container was restarted {} time(s) by ACI.", v.restart_count));
+                parts.push(format!(
+                    "The container was restarted {} time(s) by ACI.",
+                    v.restart_count
+                ));
             }
             for e in &v.events {
-                if e.event_type.eq_ignore_ascii_case("Warning") || matches!(e.name.as_str(), "Failed" | "BackOff" | "Killing" | "OOMKilled") {
+                if e.event_type.eq_ignore_ascii_case("Warning")
+                    || matches!(
+                        e.name.as_str(),
+                        "Failed" | "BackOff" | "Killing" | "OOMKilled"
+                    )
+                {
                     parts.push(format!("ACI event {}: {}", e.name, e.message));
                 }
             }

@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 
 use arm_models::container_group::ContainerGroup;
 use azure_arm::{
-    ArmClient, ArmClientConfig, ArmError, AzureEnvironmentConfig, CachedCredential, DefaultAzureCredential,
-    DefaultCredentialOptions, DeleteOutcome, ExplicitClientSecret, PollStatus, TokenCredential,
+    ArmClient, ArmClientConfig, ArmError, AzureEnvironmentConfig, CachedCredential,
+    DefaultAzureCredential, DefaultCredentialOptions, DeleteOutcome, ExplicitClientSecret,
+    PollStatus, TokenCredential,
 };
 use prefect_client::models::StateType;
 use serde_json::Value;
@@ -79,12 +80,16 @@ pub struct AciOptions {
 impl AciOptions {
     /// Options read from the process environment.
     pub fn from_env() -> Result<Self, AciConfigError> {
-        let environment = AzureEnvironmentConfig::from_process_env().map_err(AciConfigError::Environment)?;
+        let environment =
+            AzureEnvironmentConfig::from_process_env().map_err(AciConfigError::Environment)?;
         Ok(AciOptions {
             environment,
             credential_options: DefaultCredentialOptions::default(),
             ca_file: std::env::var_os("PREFECT_ACI_CA_FILE").map(Into::into),
-            default_image: format!("prefecthq/prefect:{}-python3.11", prefect_client::client::PREFECT_VERSION),
+            default_image: format!(
+                "prefecthq/prefect:{}-python3.11",
+                prefect_client::client::PREFECT_VERSION
+            ),
             retry: azure_arm::RetryPolicy::default(),
             liveness_interval: LIVENESS_INTERVAL,
         })
@@ -141,7 +146,10 @@ impl AciInfrastructure {
 
     /// ARM request counters of every client this backend created.
     pub fn arm_metrics(&self) -> Vec<Arc<azure_arm::ArmMetrics>> {
-        self.metrics.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     async fn client(&self, creds: &ExplicitClientSecret) -> Result<ArmClient, InfraError> {
@@ -165,14 +173,19 @@ impl AciInfrastructure {
                 &self.options.credential_options,
             )
             .map_err(|e| InfraError::invalid(format!("Azure credentials: {}", error_chain(&e))))?;
-            let credential: Arc<dyn TokenCredential> = Arc::new(CachedCredential::new(Arc::new(chain)));
+            let credential: Arc<dyn TokenCredential> =
+                Arc::new(CachedCredential::new(Arc::new(chain)));
             let cloud = &self.options.environment.cloud;
             let mut config = ArmClientConfig::new(cloud.resource_manager.clone(), credential);
             config.scope = cloud.token_scope.clone();
             config.http_client = Some(self.http.clone());
             config.retry = self.options.retry.clone();
-            let client = ArmClient::new(config).map_err(|e| InfraError::invalid(error_chain(&e)))?;
-            self.metrics.lock().unwrap_or_else(|e| e.into_inner()).push(client.metrics());
+            let client =
+                ArmClient::new(config).map_err(|e| InfraError::invalid(error_chain(&e)))?;
+            self.metrics
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(client.metrics());
             Ok::<_, InfraError>(client)
         })
         .await
@@ -181,20 +194,41 @@ impl AciInfrastructure {
 
     async fn location(&self, arm: &ArmClient, spec: &AciSpec) -> Result<String, InfraError> {
         let key = format!("{}/{}", spec.subscription_id, spec.resource_group).to_ascii_lowercase();
-        if let Some(l) = self.locations.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if let Some(l) = self
+            .locations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
             return Ok(l.clone());
         }
-        let path = format!("/subscriptions/{}/resourcegroups/{}", spec.subscription_id, spec.resource_group);
-        let rg: Value = arm.get(&path, RESOURCE_GROUP_API_VERSION).await.map_err(|e| classify(&e, "reading the resource group"))?;
+        let path = format!(
+            "/subscriptions/{}/resourcegroups/{}",
+            spec.subscription_id, spec.resource_group
+        );
+        let rg: Value = arm
+            .get(&path, RESOURCE_GROUP_API_VERSION)
+            .await
+            .map_err(|e| classify(&e, "reading the resource group"))?;
         let loc = rg["location"].as_str().unwrap_or_default().to_string();
         if loc.is_empty() {
-            return Err(InfraError::permanent(format!("resource group {} has no location", spec.resource_group)));
+            return Err(InfraError::permanent(format!(
+                "resource group {} has no location",
+                spec.resource_group
+            )));
         }
-        self.locations.lock().unwrap_or_else(|e| e.into_inner()).insert(key, loc.clone());
+        self.locations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, loc.clone());
         Ok(loc)
     }
 
-    async fn get_group(&self, arm: &ArmClient, spec: &AciSpec) -> Result<Option<ContainerGroup>, InfraError> {
+    async fn get_group(
+        &self,
+        arm: &ArmClient,
+        spec: &AciSpec,
+    ) -> Result<Option<ContainerGroup>, InfraError> {
         arm.get_opt(&spec.group_path(), ACI_API_VERSION)
             .await
             .map_err(|e| classify(&e, "reading the container group"))
@@ -215,7 +249,10 @@ impl AciInfrastructure {
             .put::<_, ContainerGroup>(&spec.group_path(), ACI_API_VERSION, &body)
             .await
             .map_err(|e| classify(&e, "creating the container group"))?;
-        let state = outcome.body.as_ref().and_then(|g| g.properties.provisioning_state.clone());
+        let state = outcome
+            .body
+            .as_ref()
+            .and_then(|g| g.properties.provisioning_state.clone());
         if state.as_deref() == Some("Succeeded") {
             return Ok(());
         }
@@ -240,10 +277,16 @@ impl AciInfrastructure {
                         Some(g) if g.properties.provisioning_state.as_deref() == Some("Failed") => {
                             let events = self.describe_failure(arm, spec).await;
                             let _ = self.delete_group(arm, spec).await;
-                            Err(InfraError::permanent(format!("Container group {} failed to start.{events}", spec.group_name)))
+                            Err(InfraError::permanent(format!(
+                                "Container group {} failed to start.{events}",
+                                spec.group_name
+                            )))
                         }
                         Some(_) => Ok(()),
-                        None => Err(InfraError::not_found(format!("container group {} disappeared while starting", spec.group_name))),
+                        None => Err(InfraError::not_found(format!(
+                            "container group {} disappeared while starting",
+                            spec.group_name
+                        ))),
                     };
                 }
                 Ok(PollStatus::InProgress(_)) => continue,
@@ -266,7 +309,11 @@ impl AciInfrastructure {
         match self.get_group(arm, spec).await {
             Ok(Some(g)) => {
                 let text = logs::describe_group(&g);
-                if text.is_empty() { String::new() } else { format!(" {text}") }
+                if text.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {text}")
+                }
             }
             _ => String::new(),
         }
@@ -274,7 +321,9 @@ impl AciInfrastructure {
 
     async fn delete_group(&self, arm: &ArmClient, spec: &AciSpec) -> Result<(), InfraError> {
         match arm.delete(&spec.group_path(), ACI_API_VERSION).await {
-            Ok(DeleteOutcome::NotFound | DeleteOutcome::Deleted | DeleteOutcome::Accepted(_)) => Ok(()),
+            Ok(DeleteOutcome::NotFound | DeleteOutcome::Deleted | DeleteOutcome::Accepted(_)) => {
+                Ok(())
+            }
             Err(e) => Err(classify(&e, "deleting the container group")),
         }
     }
@@ -316,7 +365,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 fn arm_message(e: &ArmError) -> String {
     match e {
-        ArmError::Http { code, message, status, request_id, .. } => format!(
+        ArmError::Http {
+            code,
+            message,
+            status,
+            request_id,
+            ..
+        } => format!(
             "{} (HTTP {status}{}, request id {request_id})",
             message,
             code.as_deref().map(|c| format!(" {c}")).unwrap_or_default()
@@ -373,8 +428,14 @@ impl Infrastructure for AciInfrastructure {
         let arm = self.client(&spec.credentials).await?;
         {
             let mut seen = self.seen_groups.lock().unwrap_or_else(|e| e.into_inner());
-            if !seen.iter().any(|(s, r, _)| *s == spec.subscription_id && r.eq_ignore_ascii_case(&spec.resource_group)) {
-                seen.push((spec.subscription_id.clone(), spec.resource_group.clone(), spec.credentials.clone()));
+            if !seen.iter().any(|(s, r, _)| {
+                *s == spec.subscription_id && r.eq_ignore_ascii_case(&spec.resource_group)
+            }) {
+                seen.push((
+                    spec.subscription_id.clone(),
+                    spec.resource_group.clone(),
+                    spec.credentials.clone(),
+                ));
             }
         }
         // A retried launch (after an error or a restart) first looks for the group: the name
@@ -402,12 +463,14 @@ impl Infrastructure for AciInfrastructure {
                 match self.create_in(&arm, job, location, deadline).await {
                     Ok(()) => {
                         if i > 0 {
-                            job.logger.info(format!("Started in fallback location {location}"));
+                            job.logger
+                                .info(format!("Started in fallback location {location}"));
                         }
                         return Ok(());
                     }
                     Err(e) if is_capacity_error(&e) => {
-                        job.logger.warning(format!("No capacity in {location}: {}", e.message));
+                        job.logger
+                            .warning(format!("No capacity in {location}: {}", e.message));
                         last_error = Some(e);
                         attempt += 1;
                         let wait = Duration::from_secs(2u64.pow(attempt.min(5)));
@@ -427,24 +490,39 @@ impl Infrastructure for AciInfrastructure {
         Err(InfraError::permanent(e.message))
     }
 
-    async fn watch(&self, job: &AciJob, mut signals: RunSignals) -> Result<Option<ExitInfo>, InfraError> {
+    async fn watch(
+        &self,
+        job: &AciJob,
+        mut signals: RunSignals,
+    ) -> Result<Option<ExitInfo>, InfraError> {
         let spec = &job.spec;
         let arm = self.client(&spec.credentials).await?;
         let started = Instant::now();
         let mut next_liveness = Instant::now() + self.options.liveness_interval;
         let mut next_logs = Instant::now() + spec.poll_interval;
         loop {
-            if signals.state.borrow_and_update().as_ref().is_some_and(StateType::is_final) {
+            if signals
+                .state
+                .borrow_and_update()
+                .as_ref()
+                .is_some_and(StateType::is_final)
+            {
                 return self.finish(&arm, job).await.map(Some);
             }
             if let Some(max) = spec.max_run {
                 if started.elapsed() >= max {
-                    job.logger.error(format!("Flow run exceeded max_run_seconds={}; stopping its container group", max.as_secs()));
+                    job.logger.error(format!(
+                        "Flow run exceeded max_run_seconds={}; stopping its container group",
+                        max.as_secs()
+                    ));
                     self.stream_logs(&arm, job).await;
                     self.delete_group(&arm, spec).await?;
                     return Ok(Some(ExitInfo {
                         status_code: -1,
-                        explanation: Some(format!("Stopped by the worker after exceeding max_run_seconds={}.", max.as_secs())),
+                        explanation: Some(format!(
+                            "Stopped by the worker after exceeding max_run_seconds={}.",
+                            max.as_secs()
+                        )),
                     }));
                 }
             }
@@ -452,7 +530,12 @@ impl Infrastructure for AciInfrastructure {
             if now >= next_liveness {
                 next_liveness = now + self.options.liveness_interval;
                 match self.get_group(&arm, spec).await? {
-                    None => return Err(InfraError::not_found(format!("container group {} no longer exists", spec.group_name))),
+                    None => {
+                        return Err(InfraError::not_found(format!(
+                            "container group {} no longer exists",
+                            spec.group_name
+                        )))
+                    }
                     Some(g) => {
                         if let Some(exit) = Self::exit_of(&g) {
                             self.stream_logs(&arm, job).await;
@@ -551,7 +634,10 @@ impl AciInfrastructure {
         self.stream_logs(arm, job).await;
         // Still running after the engine finished: it will be deleted; Prefect already has
         // the real outcome, so report success rather than invent a crash.
-        Ok(exit.unwrap_or(ExitInfo { status_code: 0, explanation: None }))
+        Ok(exit.unwrap_or(ExitInfo {
+            status_code: 0,
+            explanation: None,
+        }))
     }
 
     /// Forward new container log lines (only with `stream_output`).
@@ -560,21 +646,36 @@ impl AciInfrastructure {
         if !spec.stream_output {
             return;
         }
-        let path = format!("{}/containers/{}/logs", spec.group_path(), spec.container_name);
+        let path = format!(
+            "{}/containers/{}/logs",
+            spec.group_path(),
+            spec.container_name
+        );
         let res: Result<arm_models::container_group::Logs, ArmError> = arm
             .get_with_query(&path, ACI_API_VERSION, &[("timestamps", "true")])
             .await;
         match res {
             Ok(l) => {
-                let lines = job.log_cursor.lock().unwrap_or_else(|e| e.into_inner()).take_new(&l.content);
+                let lines = job
+                    .log_cursor
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take_new(&l.content);
                 let container_logger = job.logger.named("prefect.flow_runs.container");
                 for (ts, line) in lines {
                     println!("{} | {line}", spec.group_name);
-                    container_logger.log_at(crate::logs::Level::Info, line, ts.unwrap_or_else(chrono::Utc::now));
+                    container_logger.log_at(
+                        crate::logs::Level::Info,
+                        line,
+                        ts.unwrap_or_else(chrono::Utc::now),
+                    );
                 }
             }
             Err(e) if e.is_not_found() => {}
-            Err(e) => job.logger.warning(format!("Could not read container logs: {}", arm_message(&e))),
+            Err(e) => job.logger.warning(format!(
+                "Could not read container logs: {}",
+                arm_message(&e)
+            )),
         }
     }
 }
@@ -582,10 +683,16 @@ impl AciInfrastructure {
 async fn recover(infra: &AciInfrastructure, ctx: RecoveryContext) -> Result<Vec<Uuid>, InfraError> {
     // Where to look: every place the worker was told about, plus every resource group this
     // process launched into.
-    let mut places: Vec<(String, String, ExplicitClientSecret)> =
-        infra.seen_groups.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut places: Vec<(String, String, ExplicitClientSecret)> = infra
+        .seen_groups
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     for (s, r) in &ctx.places {
-        if !places.iter().any(|(ps, pr, _)| ps == s && pr.eq_ignore_ascii_case(r)) {
+        if !places
+            .iter()
+            .any(|(ps, pr, _)| ps == s && pr.eq_ignore_ascii_case(r))
+        {
             places.push((s.clone(), r.clone(), ExplicitClientSecret::default()));
         }
     }
@@ -602,7 +709,10 @@ async fn recover(infra: &AciInfrastructure, ctx: RecoveryContext) -> Result<Vec<
         let groups: Vec<ContainerGroup> = match arm.list(&path, ACI_API_VERSION).await {
             Ok(g) => g,
             Err(e) => {
-                tracing::warn!("recovery: cannot list container groups in {rg}: {}", arm_message(&e));
+                tracing::warn!(
+                    "recovery: cannot list container groups in {rg}: {}",
+                    arm_message(&e)
+                );
                 continue;
             }
         };
@@ -613,10 +723,22 @@ async fn recover(infra: &AciInfrastructure, ctx: RecoveryContext) -> Result<Vec<
             {
                 continue;
             }
-            let Some(id) = t.get(tags::FLOW_RUN_ID).and_then(|s| s.parse::<Uuid>().ok()) else { continue };
+            let Some(id) = t
+                .get(tags::FLOW_RUN_ID)
+                .and_then(|s| s.parse::<Uuid>().ok())
+            else {
+                continue;
+            };
             let name = g.name.clone().unwrap_or_default();
-            let run = ctx.client.read_flow_run(id).await.map_err(|e| InfraError::transient(e.to_string()))?;
-            let finished = run.as_ref().and_then(|r| r.current_state_type().cloned()).is_none_or(|t| t.is_final());
+            let run = ctx
+                .client
+                .read_flow_run(id)
+                .await
+                .map_err(|e| InfraError::transient(e.to_string()))?;
+            let finished = run
+                .as_ref()
+                .and_then(|r| r.current_state_type().cloned())
+                .is_none_or(|t| t.is_final());
             if finished {
                 tracing::info!(flow_run.id = %id, "recovery: deleting container group {name} of a finished flow run");
                 let gpath = format!("{path}/{name}");
@@ -630,4 +752,3 @@ async fn recover(infra: &AciInfrastructure, ctx: RecoveryContext) -> Result<Vec<
     }
     Ok(adopt)
 }
-

@@ -17,14 +17,18 @@ pub const RG: &str = "prefect-rg";
 pub fn venv3() -> PathBuf {
     std::env::var_os("PREFECT_ACI_VENV3")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/prefect-aci/venvs/prefect3"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/prefect-aci/venvs/prefect3")
+        })
 }
 
 /// The pinned Prefect 2 venv `make test` prepared.
 pub fn venv2() -> PathBuf {
     std::env::var_os("PREFECT_ACI_VENV2")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/prefect-aci/venvs/prefect2"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/prefect-aci/venvs/prefect2")
+        })
 }
 
 /// Directory with the test flows (the "image" contents).
@@ -45,15 +49,20 @@ pub async fn emulator2() -> Emulator {
 /// An emulator whose Prefect images run the given venv's Prefect with the test flows.
 pub async fn emulator_with(venv: PathBuf) -> Emulator {
     let mut config = EmulatorConfig::default();
-    config.resource_groups.push(ResourceGroupSeed { name: RG.into(), location: "eastus".into() });
+    config.resource_groups.push(ResourceGroupSeed {
+        name: RG.into(),
+        location: "eastus".into(),
+    });
     let mut rule = ImageRule {
         image: "prefecthq/prefect:*".into(),
         working_dir: Some(flows_dir()),
         path_prepend: vec![venv.join("bin")],
         ..Default::default()
     };
-    rule.entrypoint_aliases.insert("/opt/prefect/entrypoint.sh".into(), vec![]);
-    rule.env.insert("PREFECT_LOGGING_LEVEL".into(), "INFO".into());
+    rule.entrypoint_aliases
+        .insert("/opt/prefect/entrypoint.sh".into(), vec![]);
+    rule.env
+        .insert("PREFECT_LOGGING_LEVEL".into(), "INFO".into());
     let mut flows_image = rule.clone();
     flows_image.image = "testacr.azurecr.io/flows:*".into();
     config.images = vec![rule, flows_image];

@@ -72,7 +72,12 @@ impl Api {
     /// A deployment of a new flow in `pool`, with `job_variables`.
     /// The ACI template requires `resource_group_name` and `subscription_id`; tests that do
     /// not care get placeholders.
-    pub async fn create_deployment(&self, pool: &str, queue: Option<&str>, mut job_variables: Value) -> Uuid {
+    pub async fn create_deployment(
+        &self,
+        pool: &str,
+        queue: Option<&str>,
+        mut job_variables: Value,
+    ) -> Uuid {
         for (k, v) in [("resource_group_name", "rg"), ("subscription_id", "sub")] {
             if job_variables.get(k).is_none() {
                 job_variables[k] = json!(v);
@@ -103,9 +108,16 @@ impl Api {
         v["id"].as_str().unwrap().parse().unwrap()
     }
 
-    pub async fn create_flow_run_with_parameters(&self, deployment: Uuid, parameters: Value) -> Uuid {
+    pub async fn create_flow_run_with_parameters(
+        &self,
+        deployment: Uuid,
+        parameters: Value,
+    ) -> Uuid {
         let v = self
-            .post(&format!("/deployments/{deployment}/create_flow_run"), json!({"parameters": parameters}))
+            .post(
+                &format!("/deployments/{deployment}/create_flow_run"),
+                json!({"parameters": parameters}),
+            )
             .await;
         v["id"].as_str().unwrap().parse().unwrap()
     }
@@ -119,12 +131,19 @@ impl Api {
 
     pub async fn state_type(&self, id: Uuid) -> String {
         let fr = self.flow_run(id).await;
-        fr["state"]["type"].as_str().or(fr["state_type"].as_str()).unwrap_or("").to_string()
+        fr["state"]["type"]
+            .as_str()
+            .or(fr["state_type"].as_str())
+            .unwrap_or("")
+            .to_string()
     }
 
     pub async fn logs(&self, id: Uuid) -> Vec<String> {
         let v = self
-            .post("/logs/filter", json!({"logs": {"flow_run_id": {"any_": [id]}}, "limit": 200}))
+            .post(
+                "/logs/filter",
+                json!({"logs": {"flow_run_id": {"any_": [id]}}, "limit": 200}),
+            )
             .await;
         v.as_array()
             .unwrap()
