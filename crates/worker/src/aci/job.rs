@@ -451,7 +451,9 @@ pub fn build(
         }
     };
 
-    let custom_template = match opt(c, "arm_template") {
+    // Compare the pool's template as written (before rendering) with the default one.
+    let written = ctx.work_pool.base_job_template.pointer("/job_configuration/arm_template");
+    let custom_template = match written.filter(|t| !t.is_null()) {
         Some(t) if t != default_template => {
             if !t.is_object() {
                 return Err(err("arm_template", "expected an ARM template object"));
