@@ -6,7 +6,13 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, clap::Args)]
 pub struct LoggingArgs {
     /// Log output format.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "PREFECT_ACI_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "PREFECT_ACI_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
 }
 
@@ -25,7 +31,9 @@ pub fn init(args: &LoggingArgs) {
         let level = std::env::var("PREFECT_LOGGING_LEVEL").unwrap_or_else(|_| "info".into());
         EnvFilter::new(format!("warn,prefect_aci={0},prefect_aci_worker={0},prefect_client={0},azure_arm={0},aci_emulator={0}", level.to_lowercase()))
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

@@ -42,7 +42,10 @@ fn main() -> ExitCode {
     logging::init(&cli.logging);
     // rustls needs one process-wide crypto provider; ring keeps the build light.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("prefect-aci: cannot start the async runtime: {err}");

@@ -47,11 +47,13 @@
 
 mod aci;
 mod admin;
+pub mod arm_template;
 mod auth;
 pub mod config;
 mod error;
 mod http;
 mod path;
+pub mod rbac;
 mod resources;
 mod runtime;
 mod state;

@@ -1,1 +1,26 @@
-//! placeholder
+//! The prefect-aci worker: Prefect's worker protocol on one side, an [`Infrastructure`] on the
+//! other.
+//!
+//! # Layout
+//! - [`config`]: the validated [`WorkerConfig`] the CLI builds from flags and env vars.
+//! - [`template`]: the `azure-container-instance` base job template (a superset of Python's).
+//! - [`worker`]: the long-lived loop: pool sync, heartbeats, polling, dispatch, shutdown.
+//! - [`run`]: one flow run's life as an explicit state machine driven by `step()`.
+//! - [`prepare`]: the job configuration of a run (Prefect's merge/render rules + env/labels).
+//! - [`infrastructure`]: the trait a backend implements (ACI, or fakes in tests).
+//! - [`logs`]: batching worker logs into `POST /logs/` per flow run.
+//! - [`health`]: the `/health` endpoint of `--with-healthcheck`.
+
+pub mod aci;
+pub mod config;
+pub mod health;
+pub mod infrastructure;
+pub mod logs;
+pub mod prepare;
+pub mod run;
+pub mod template;
+pub mod worker;
+
+pub use config::WorkerConfig;
+pub use infrastructure::{ExitInfo, InfraError, Infrastructure, JobContext};
+pub use worker::{run, WorkerError};
