@@ -96,7 +96,11 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<ExitCode> {
         lines.push_str(&format!("{k}={v}\n"));
     }
     if let Some(path) = &args.env_file {
-        std::fs::write(path, lines).with_context(|| format!("cannot write {}", path.display()))?;
+        // Write then rename, so a script polling for the file never reads half of it.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, lines)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     println!();
     println!("Press Ctrl-C to stop.");
