@@ -28,6 +28,15 @@
 //! - `resources`: subscription, resource groups, providers, user-assigned identities.
 //! - `admin`: the `/_emulator/` introspection and fault API.
 //! - `state`: shared state, stats and summaries; `throttle`: token buckets and quotas.
+//! - `tls`: the optional HTTPS listener and its generated CA.
+//! - [`arm_template`], [`rbac`]: ARM template expressions and role/action matching.
+//!
+//! # Serving HTTPS
+//! Some clients insist on https (MSAL-based credentials, azure-core's bearer policy). With
+//! [`EmulatorConfig::tls`] the emulator generates a CA and a server certificate at start and
+//! serves HTTPS; trust [`Emulator::ca_pem_path`] (or point `REQUESTS_CA_BUNDLE`/
+//! `SSL_CERT_FILE` at [`Emulator::ca_bundle_path`]). Containers get the bundle in those two
+//! variables automatically.
 //!
 //! # What a container sees
 //! Each container runs as a process in its own session and process group, in its own
@@ -40,6 +49,7 @@
 //! | `AZURE_POD_IDENTITY_AUTHORITY_HOST` | `{arm}/_imds/{key}` | Azure SDKs send IMDS requests to `{this}/metadata/identity/oauth2/token`; the key scopes them to the group's identities, like ACI's platform endpoint |
 //! | `AZURE_RESOURCE_MANAGER_ENDPOINT` | ARM base URL | where a container reaches ARM |
 //! | `AZURE_AUTHORITY_HOST` | AAD base URL | where a container gets AAD tokens |
+//! | `SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE` | system roots + the emulator's CA | only with `tls: true` |
 //!
 //! A container's own variables override these.
 
