@@ -669,7 +669,8 @@ impl PrefectClient {
         request_id: bool,
     ) -> Result<Option<Uuid>, ApiError> {
         let path = format!("/work_pools/{}/workers/heartbeat", encode_segment(pool));
-        let plain = json!({"name": worker_name, "heartbeat_interval_seconds": heartbeat_interval_seconds});
+        let plain =
+            json!({"name": worker_name, "heartbeat_interval_seconds": heartbeat_interval_seconds});
         if request_id && self.is_cloud() {
             let mut body = plain.clone();
             body["return_id"] = json!(true);
@@ -683,7 +684,8 @@ impl PrefectClient {
                 Err(e) => return Err(e),
             }
         }
-        self.no_content(Self::with_body(Method::POST, &path, &plain)).await?;
+        self.no_content(Self::with_body(Method::POST, &path, &plain))
+            .await?;
         Ok(None)
     }
 

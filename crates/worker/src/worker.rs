@@ -411,7 +411,12 @@ async fn heartbeat<I: Infrastructure>(shared: &Arc<Shared<I>>) {
     let want_id = shared.worker_id.get().is_none();
     match shared
         .client
-        .send_worker_heartbeat(&c.pool, &c.name, c.heartbeat_interval.as_secs().max(1), want_id)
+        .send_worker_heartbeat(
+            &c.pool,
+            &c.name,
+            c.heartbeat_interval.as_secs().max(1),
+            want_id,
+        )
         .await
     {
         Ok(Some(id)) => {
