@@ -23,15 +23,13 @@ pub struct EmulatorArgs {
     /// Also write the printed environment variables to this file as `KEY=VALUE` lines.
     #[arg(long)]
     env_file: Option<PathBuf>,
-    /// Serve HTTPS with a generated self-signed certificate (not supported yet).
+    /// Serve HTTPS with a generated CA and server certificate; the CA file's path is
+    /// printed (clients that insist on https, like MSAL-based credentials, need this).
     #[arg(long)]
     tls: bool,
 }
 
 pub async fn run(args: EmulatorArgs) -> anyhow::Result<ExitCode> {
-    if args.tls {
-        anyhow::bail!("--tls is not supported yet; serve plain HTTP on loopback (omit --tls)");
-    }
     let mut config = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -44,12 +42,15 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<ExitCode> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if args.tls {
+        config.tls = true;
+    }
     let shutdown = crate::shutdown::on_signals();
     let emulator = aci_emulator::start(config)
         .await
         .context("cannot start the emulator")?;
     let c = emulator.config();
-    let env = [
+    let mut env = vec![
         ("AZURE_RESOURCE_MANAGER_ENDPOINT", emulator.arm_url()),
         ("AZURE_AUTHORITY_HOST", emulator.authority_host()),
         ("AZURE_TENANT_ID", c.tenant_id.clone()),
@@ -61,6 +62,12 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<ExitCode> {
         ("AZURE_POD_IDENTITY_AUTHORITY_HOST", emulator.arm_url()),
         ("AZURE_SUBSCRIPTION_ID", c.subscription_id.clone()),
     ];
+    if let (Some(ca), Some(bundle)) = (emulator.ca_pem_path(), emulator.ca_bundle_path()) {
+        env.push(("AZURE_EMULATOR_CA_FILE", ca.display().to_string()));
+        // Python (requests, MSAL) and OpenSSL-based clients read these.
+        env.push(("REQUESTS_CA_BUNDLE", bundle.display().to_string()));
+        env.push(("SSL_CERT_FILE", bundle.display().to_string()));
+    }
     println!("ACI emulator listening");
     println!("  ARM endpoint:     {}", emulator.arm_url());
     println!("  authority host:   {}", emulator.authority_host());
@@ -72,6 +79,15 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<ExitCode> {
         emulator.arm_url()
     );
     println!("  working dirs:     {}", emulator.work_dir().display());
+    if let Some(ca) = emulator.ca_pem_path() {
+        println!("  CA certificate:   {}", ca.display());
+    }
+    for identity in emulator.identities() {
+        println!(
+            "  identity:         {} (client id {})",
+            identity.id, identity.client_id
+        );
+    }
     println!();
     println!("Environment for clients:");
     let mut lines = String::new();
@@ -80,7 +96,11 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<ExitCode> {
         lines.push_str(&format!("{k}={v}\n"));
     }
     if let Some(path) = &args.env_file {
-        std::fs::write(path, lines).with_context(|| format!("cannot write {}", path.display()))?;
+        // Write then rename, so a script polling for the file never reads half of it.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, lines)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     println!();
     println!("Press Ctrl-C to stop.");

@@ -17,7 +17,7 @@ use crate::error::ArmError;
 use crate::http::{empty, json, set_header, ArmCtx};
 use crate::path::{GroupAction, Route};
 use crate::runtime;
-use crate::state::{lock, now_rfc3339, set_op, GroupEntry, SharedRef};
+use crate::state::{lock, set_op, GroupEntry, SharedRef};
 
 const TYPE: &str = "Microsoft.ContainerInstance/containerGroups";
 
@@ -66,6 +66,7 @@ pub(crate) async fn handle(
             name,
             container,
         } if *m == Method::GET => logs(shared, ctx, &rg, &name, &container),
+        Route::AciUsages { location } if *m == Method::GET => Ok(usages(shared, &location)),
         Route::AciOperation { location, id } if *m == Method::GET => {
             operation(shared, &location, &id)
         }
@@ -381,9 +382,31 @@ fn put(shared: &SharedRef, ctx: &ArmCtx, rg: &str, name: &str) -> Result<Respons
             }
         }
         if let Some(q) = faults.aci_quotas {
+            let (groups, cores) = region_usage(shared, &location);
+            let (cpu, _) = totals(&cg);
+            let exceeded = if groups + 1 > u64::from(q.container_groups_per_region) {
+                Some(("ContainerGroups", q.container_groups_per_region, groups, 1))
+            } else if cores + cpu.ceil() as u64 > u64::from(q.cores_per_region) {
+                Some((
+                    "StandardCores",
+                    q.cores_per_region,
+                    cores,
+                    cpu.ceil() as u64,
+                ))
+            } else {
+                None
+            };
+            if let Some((quota, limit, usage, requested)) = exceeded {
+                return Err(ArmError::bad_request(
+                    "ContainerGroupQuotaReached",
+                    format!(
+                        "Resource type 'Microsoft.ContainerInstance/containerGroups' container group quota '{quota}' exceeded in region '{location}'. Limit: '{limit}', Usage: '{usage}' Requested: '{requested}'."
+                    ),
+                ));
+            }
             match lock(&shared.throttle).take_quota(&q, false, Instant::now()) {
                 Ok(rem) => quota_headers = Some(rem),
-                Err(wait) => return Err(quota_error("create", wait, q.creates_per_5m)),
+                Err(e) => return Err(quota_error("write", e)),
             }
         }
     } else {
@@ -454,7 +477,7 @@ fn put(shared: &SharedRef, ctx: &ArmCtx, rg: &str, name: &str) -> Result<Respons
         let state = lock(&shared.state);
         let ids = identity_ids(&state);
         state.groups.get(&key).map(|g| {
-            let mut cg = render(shared, g, false);
+            let mut cg = render(g, false);
             fill_identities(&mut cg, &ids);
             cg
         })
@@ -485,6 +508,47 @@ fn put(shared: &SharedRef, ctx: &ArmCtx, rg: &str, name: &str) -> Result<Respons
     Ok(r)
 }
 
+/// Container groups and (rounded-up) cores in use in a region.
+fn region_usage(shared: &SharedRef, location: &str) -> (u64, u64) {
+    let state = lock(&shared.state);
+    state
+        .groups
+        .values()
+        .filter(|g| g.location == location)
+        .fold((0, 0), |(n, cores), g| {
+            let cpu: f64 = g
+                .spec
+                .containers
+                .iter()
+                .filter_map(|c| c.properties.resources.as_ref()?.requests.as_ref()?.cpu)
+                .sum();
+            (n + 1, cores + cpu.ceil() as u64)
+        })
+}
+
+/// `GET .../locations/{loc}/usages`: the region's quota usage, shaped like ACI's answer.
+fn usages(shared: &SharedRef, location: &str) -> Response {
+    let location = normalize_location(location);
+    let (groups, cores) = region_usage(shared, &location);
+    let q = shared.faults().aci_quotas.unwrap_or_default();
+    let row = |name: &str, localized: &str, current: u64, limit: u32| {
+        serde_json::json!({
+            "id": format!("{}/providers/Microsoft.ContainerInstance/locations/{location}/usages/{name}", shared.sub_id()),
+            "unit": "Count",
+            "currentValue": current,
+            "limit": limit,
+            "name": {"value": name, "localizedValue": localized},
+        })
+    };
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"value": [
+            row("ContainerGroups", "Container Groups", groups, q.container_groups_per_region),
+            row("StandardCores", "Standard Cores", cores, q.cores_per_region),
+        ]}),
+    )
+}
+
 fn totals(cg: &ContainerGroup) -> (f64, f64) {
     cg.properties
         .containers
@@ -502,24 +566,21 @@ fn totals(cg: &ContainerGroup) -> (f64, f64) {
         })
 }
 
-fn quota_error(what: &str, wait: u64, limit: u32) -> ArmError {
+/// The resource provider's throttling answer (the shape RPs use for their own limits).
+fn quota_error(action: &str, q: crate::throttle::QuotaExceeded) -> ArmError {
     ArmError::new(
         StatusCode::TOO_MANY_REQUESTS,
-        "TooManyRequests",
+        "ResourceRequestsThrottled",
         format!(
-            "The container group {what} request rate limit has been reached ({limit} per 5 minutes or the hourly limit). Please retry after '{wait}' seconds."
+            "Number of requests for action 'Microsoft.ContainerInstance/containerGroups/{action}' exceeded the limit of '{}' for time interval '{}'. Please try again after '{}' seconds.",
+            q.limit, q.interval, q.retry_after_secs
         ),
     )
-    .with_header("Retry-After", wait.to_string())
+    .with_header("Retry-After", q.retry_after_secs.to_string())
 }
 
 /// Renders a group for a response; secrets are stripped, instance views only when asked.
-pub(crate) fn render(
-    shared: &SharedRef,
-    g: &GroupEntry,
-    with_instance_view: bool,
-) -> ContainerGroup {
-    let _ = shared;
+pub(crate) fn render(g: &GroupEntry, with_instance_view: bool) -> ContainerGroup {
     let mut props = g.spec.clone();
     props.provisioning_state = Some(g.provisioning_state.clone());
     if props.sku.is_none() {
@@ -567,7 +628,7 @@ fn get(shared: &SharedRef, rg: &str, name: &str) -> Result<Response, ArmError> {
             .get(&key)
             .ok_or_else(|| ArmError::resource_not_found(TYPE, name, rg))?;
         let ids = identity_ids(&state);
-        let mut cg = render(shared, g, true);
+        let mut cg = render(g, true);
         fill_identities(&mut cg, &ids);
         cg
     };
@@ -624,7 +685,7 @@ fn patch(shared: &SharedRef, ctx: &ArmCtx, rg: &str, name: &str) -> Result<Respo
     if let Some(tags) = p.tags {
         g.tags = tags;
     }
-    let mut cg = render(shared, g, false);
+    let mut cg = render(g, false);
     fill_identities(&mut cg, &ids);
     Ok(json(StatusCode::OK, &cg))
 }
@@ -643,7 +704,7 @@ fn delete(shared: &SharedRef, ctx: &ArmCtx, rg: &str, name: &str) -> Result<Resp
     if let Some(q) = shared.faults().aci_quotas {
         match lock(&shared.throttle).take_quota(&q, true, Instant::now()) {
             Ok(rem) => quota_headers = Some(rem),
-            Err(wait) => return Err(quota_error("delete", wait, q.deletes_per_5m)),
+            Err(e) => return Err(quota_error("delete", e)),
         }
     }
     let op_id = {
@@ -796,7 +857,7 @@ fn list(shared: &SharedRef, ctx: &ArmCtx, rg: Option<&str>) -> Result<Response, 
             .skip(skip)
             .take(page)
             .map(|g| {
-                let mut cg = render(shared, g, false);
+                let mut cg = render(g, false);
                 fill_identities(&mut cg, &ids);
                 cg
             })
@@ -884,6 +945,5 @@ fn operation(shared: &SharedRef, location: &str, id: &str) -> Result<Response, A
         error: op.error.clone(),
         properties: Some(serde_json::json!({"events": []})),
     };
-    let _ = now_rfc3339;
     Ok(json(StatusCode::OK, &body))
 }

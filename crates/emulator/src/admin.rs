@@ -1,8 +1,10 @@
 //! The admin API under `/_emulator/` (no authentication; loopback only).
 //!
+//! - `GET /_emulator/health`: `{"status":"ok"}` once serving (for scripts that wait).
 //! - `GET /_emulator/stats`: request counters ([`crate::Stats`]).
 //! - `GET /_emulator/groups`: container groups with process ids and exit codes
 //!   ([`crate::GroupSummary`]).
+//! - `GET /_emulator/identities`: user-assigned identities with client and principal ids.
 //! - `GET|PUT /_emulator/faults`: read or replace the [`crate::Faults`].
 //! - `POST /_emulator/groups/{rg}/{name}/kill[?container=c]`: SIGKILL running containers
 //!   as if they crashed; the restart policy applies.
@@ -21,6 +23,17 @@ pub(crate) async fn handle(shared: &SharedRef, req: Req, rest: &[String]) -> (St
     let l: Vec<&str> = lower.iter().map(String::as_str).collect();
     let m = req.method.clone();
     let result = match (m, l.as_slice()) {
+        (Method::GET, ["health"]) => (
+            "admin.health",
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({"status": "ok", "arm": shared.base_url}),
+            )),
+        ),
+        (Method::GET, ["identities"]) => (
+            "admin.identities",
+            Ok(json(StatusCode::OK, &shared.identities())),
+        ),
         (Method::GET, ["stats"]) => ("admin.stats", Ok(json(StatusCode::OK, &shared.stats()))),
         (Method::GET, ["groups"]) => ("admin.groups", Ok(json(StatusCode::OK, &shared.groups()))),
         (Method::GET, ["faults"]) => ("admin.faults", Ok(json(StatusCode::OK, &shared.faults()))),

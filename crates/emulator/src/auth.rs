@@ -163,13 +163,7 @@ pub(crate) fn authenticate_arm(shared: &SharedRef, req: &Req) -> Result<String, 
     Ok(info.principal_id)
 }
 
-fn aad_error(
-    shared: &SharedRef,
-    status: StatusCode,
-    error: &str,
-    code: u64,
-    description: String,
-) -> Response {
+fn aad_error(status: StatusCode, error: &str, code: u64, description: String) -> Response {
     let trace = uuid::Uuid::new_v4().to_string();
     let body = AadError {
         error: error.to_string(),
@@ -182,7 +176,6 @@ fn aad_error(
         trace_id: Some(trace.clone()),
         correlation_id: Some(trace),
     };
-    let _ = shared;
     json(status, &body)
 }
 
@@ -190,7 +183,6 @@ fn aad_error(
 pub(crate) fn aad_token(shared: &SharedRef, req: &Req, tenant: &str) -> Response {
     if req.method != axum::http::Method::POST {
         return aad_error(
-            shared,
             StatusCode::METHOD_NOT_ALLOWED,
             "invalid_request",
             900561,
@@ -200,9 +192,7 @@ pub(crate) fn aad_token(shared: &SharedRef, req: &Req, tenant: &str) -> Response
     let tenant_ok = tenant.eq_ignore_ascii_case(&shared.config.tenant_id)
         || tenant.eq_ignore_ascii_case("organizations");
     if !tenant_ok {
-        return aad_error(
-            shared,
-            StatusCode::BAD_REQUEST,
+        return aad_error(StatusCode::BAD_REQUEST,
             "invalid_request",
             90002,
             format!("Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."),
@@ -219,7 +209,6 @@ pub(crate) fn aad_token(shared: &SharedRef, req: &Req, tenant: &str) -> Response
     };
     let missing = |p: &str| {
         aad_error(
-            shared,
             StatusCode::BAD_REQUEST,
             "invalid_request",
             900144,
@@ -231,7 +220,6 @@ pub(crate) fn aad_token(shared: &SharedRef, req: &Req, tenant: &str) -> Response
     };
     if grant_type != "client_credentials" {
         return aad_error(
-            shared,
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
             70003,
@@ -249,9 +237,7 @@ pub(crate) fn aad_token(shared: &SharedRef, req: &Req, tenant: &str) -> Response
         .next()
         .and_then(|s| s.strip_suffix("/.default"))
     else {
-        return aad_error(
-            shared,
-            StatusCode::BAD_REQUEST,
+        return aad_error(StatusCode::BAD_REQUEST,
             "invalid_scope",
             1002012,
             format!("The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."),
@@ -261,9 +247,7 @@ pub(crate) fn aad_token(shared: &SharedRef, req: &Req, tenant: &str) -> Response
         .chain(shared.config.principals.iter())
         .find(|p| p.client_id.eq_ignore_ascii_case(client_id));
     let Some(principal) = principal else {
-        return aad_error(
-            shared,
-            StatusCode::BAD_REQUEST,
+        return aad_error(StatusCode::BAD_REQUEST,
             "unauthorized_client",
             700016,
             format!(
@@ -274,9 +258,7 @@ pub(crate) fn aad_token(shared: &SharedRef, req: &Req, tenant: &str) -> Response
     };
     if let Some(secret) = f("client_secret") {
         if principal.client_secret.as_deref() != Some(secret) {
-            return aad_error(
-                shared,
-                StatusCode::UNAUTHORIZED,
+            return aad_error(StatusCode::UNAUTHORIZED,
                 "invalid_client",
                 7000215,
                 "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app.".into(),
@@ -286,9 +268,7 @@ pub(crate) fn aad_token(shared: &SharedRef, req: &Req, tenant: &str) -> Response
         if f("client_assertion_type")
             != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
         {
-            return aad_error(
-                shared,
-                StatusCode::BAD_REQUEST,
+            return aad_error(StatusCode::BAD_REQUEST,
                 "invalid_request",
                 50027,
                 "Invalid client_assertion_type; expected 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'.".into(),
@@ -300,7 +280,6 @@ pub(crate) fn aad_token(shared: &SharedRef, req: &Req, tenant: &str) -> Response
         };
         if !accepted {
             return aad_error(
-                shared,
                 StatusCode::BAD_REQUEST,
                 "invalid_client",
                 70021,
@@ -308,9 +287,7 @@ pub(crate) fn aad_token(shared: &SharedRef, req: &Req, tenant: &str) -> Response
             );
         }
     } else {
-        return aad_error(
-            shared,
-            StatusCode::UNAUTHORIZED,
+        return aad_error(StatusCode::UNAUTHORIZED,
             "invalid_client",
             7000218,
             "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.".into(),
@@ -466,5 +443,41 @@ pub(crate) fn imds_token(shared: &SharedRef, req: &Req, scope_key: Option<&str>)
             token_type: "Bearer".into(),
             client_id: Some(client_id.clone()),
         },
+    )
+}
+
+/// `GET /{tenant}/v2.0/.well-known/openid-configuration`: the discovery document MSAL reads
+/// to find the token endpoint of a custom authority.
+pub(crate) fn openid_configuration(shared: &SharedRef, tenant: &str) -> Response {
+    let tenant_ok = tenant.eq_ignore_ascii_case(&shared.config.tenant_id)
+        || ["organizations", "common"]
+            .iter()
+            .any(|t| tenant.eq_ignore_ascii_case(t));
+    if !tenant_ok {
+        return aad_error(StatusCode::BAD_REQUEST,
+            "invalid_tenant",
+            90002,
+            format!("Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."),
+        );
+    }
+    let base = format!("{}/{}", shared.base_url, shared.config.tenant_id);
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "token_endpoint": format!("{base}/oauth2/v2.0/token"),
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+            "jwks_uri": format!("{base}/discovery/v2.0/keys"),
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "issuer": format!("{base}/v2.0"),
+            "request_uri_parameter_supported": false,
+            "authorization_endpoint": format!("{base}/oauth2/v2.0/authorize"),
+            "device_authorization_endpoint": format!("{base}/oauth2/v2.0/devicecode"),
+            "end_session_endpoint": format!("{base}/oauth2/v2.0/logout"),
+            "tenant_region_scope": "NA",
+        }),
     )
 }

@@ -6,6 +6,24 @@
 //! locations, no images (add [`ImageRule`]s or every container fails to pull), and the real
 //! ARM throttling limits.
 //!
+//! A config file for running Prefect flows from a local venv might look like this:
+//!
+//! ```json
+//! {
+//!   "listen": "127.0.0.1:8765",
+//!   "resource_groups": [{"name": "prefect", "location": "eastus"}],
+//!   "images": [{
+//!     "image": "prefecthq/prefect:*",
+//!     "command": ["/opt/prefect/entrypoint.sh", "prefect", "version"],
+//!     "entrypoint_aliases": {"/opt/prefect/entrypoint.sh": []},
+//!     "path_prepend": ["/home/me/.venvs/prefect3/bin"],
+//!     "env": {"PREFECT_HOME": "/tmp/prefect-home"}
+//!   }],
+//!   "pull_delay_ms": 500,
+//!   "faults": {"error_rate": 0.05, "capacity": [{"location": "westus", "count": 1}]}
+//! }
+//! ```
+//!
 //! Fixed defaults (documented so scripts can rely on them):
 //! - subscription `00000000-0000-0000-0000-000000000001`
 //! - tenant `00000000-0000-0000-0000-00000000000a`
@@ -42,8 +60,14 @@ pub struct EmulatorConfig {
     pub principals: Vec<Principal>,
     /// Locations where container groups may be created.
     pub locations: Vec<String>,
+    /// Resource provider namespaces that start unregistered (requests to them fail with
+    /// `MissingSubscriptionRegistration` until `POST .../providers/{ns}/register`), e.g.
+    /// `["Microsoft.ContainerInstance"]` to exercise a setup command. Default: none.
+    pub unregistered_providers: Vec<String>,
     /// Resource groups that exist at start.
     pub resource_groups: Vec<ResourceGroupSeed>,
+    /// User-assigned identities that exist at start (their resource group must be seeded).
+    pub identities: Vec<IdentitySeed>,
     /// Image table: which images "exist" and how to run them locally.
     pub images: Vec<ImageRule>,
     /// When true (the default) an image matching no rule is rejected at PUT with
@@ -69,6 +93,8 @@ pub struct EmulatorConfig {
     pub faults: Faults,
     /// Validate bearer tokens on ARM requests (default true).
     pub require_auth: bool,
+    /// Serve HTTPS with a generated CA (see [`crate::Emulator::ca_pem_path`]).
+    pub tls: bool,
 }
 
 /// A service principal the AAD endpoint knows.
@@ -105,6 +131,25 @@ pub struct ResourceGroupSeed {
     pub name: String,
     /// Its location.
     pub location: String,
+}
+
+/// A user-assigned identity that exists when the emulator starts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySeed {
+    /// Resource group (must be in `resource_groups`).
+    pub resource_group: String,
+    /// Identity name.
+    pub name: String,
+    /// Location (default: the resource group's).
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Fixed client id (default: a fresh UUID).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Fixed principal (object) id (default: a fresh UUID).
+    #[serde(default)]
+    pub principal_id: Option<String>,
 }
 
 /// One row of the image table: images matching `image` run locally like this.
@@ -216,6 +261,10 @@ pub struct AciQuotas {
     pub deletes_per_5m: u32,
     /// Deletes per hour (300).
     pub deletes_per_hour: u32,
+    /// Standard container groups per region (100); more gives `ContainerGroupQuotaReached`.
+    pub container_groups_per_region: u32,
+    /// Standard cores per region (100); more gives `ContainerGroupQuotaReached`.
+    pub cores_per_region: u32,
 }
 
 impl Default for AciQuotas {
@@ -225,6 +274,8 @@ impl Default for AciQuotas {
             creates_per_hour: 300,
             deletes_per_5m: 100,
             deletes_per_hour: 300,
+            container_groups_per_region: 100,
+            cores_per_region: 100,
         }
     }
 }
@@ -249,7 +300,9 @@ impl Default for EmulatorConfig {
             admin: Principal::default(),
             principals: Vec::new(),
             locations: vec!["eastus".to_string(), "westus".to_string()],
+            unregistered_providers: Vec::new(),
             resource_groups: Vec::new(),
+            identities: Vec::new(),
             images: Vec::new(),
             check_images_on_create: true,
             pull_delay_ms: 200,
@@ -262,6 +315,7 @@ impl Default for EmulatorConfig {
             log_limit_bytes: 4 * 1024 * 1024,
             faults: Faults::default(),
             require_auth: true,
+            tls: false,
         }
     }
 }

@@ -32,6 +32,9 @@ pub enum EmulatorError {
         #[source]
         source: std::io::Error,
     },
+    /// Generating or loading the TLS certificates failed.
+    #[error("cannot set up tls: {0}")]
+    Tls(String),
     /// The configuration is inconsistent.
     #[error("invalid emulator configuration: {0}")]
     Config(String),

@@ -14,7 +14,8 @@
 //! 5. injected random 5xx;
 //! 6. the subscription, then the resource handler.
 //!
-//! Non-ARM paths: `/{tenant}/oauth2/v2.0/token` (AAD), `/metadata/identity/oauth2/token`
+//! Non-ARM paths: `/{tenant}/oauth2/v2.0/token` and
+//! `/{tenant}/v2.0/.well-known/openid-configuration` (AAD), `/metadata/identity/oauth2/token`
 //! and `/_imds/{key}/metadata/identity/oauth2/token` (IMDS), `/_emulator/...` (admin).
 
 use std::time::{Duration, Instant};
@@ -72,6 +73,9 @@ pub(crate) struct ArmCtx {
     /// Object id of the caller (or `anonymous` without auth); kept for authorization checks.
     #[allow(dead_code)]
     pub principal: String,
+    /// The RBAC action the request needs ([`Route::action`]), for authorization checks.
+    #[allow(dead_code)]
+    pub action: Option<String>,
 }
 
 /// Builds a JSON response.
@@ -152,6 +156,7 @@ async fn dispatch(State(shared): State<SharedRef>, request: Request) -> Response
                 .collect()
         })
         .unwrap_or_default();
+    let path = parts.uri.path().to_string();
     let (op, mut response) = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(body) => {
             let req = Req {
@@ -174,6 +179,8 @@ async fn dispatch(State(shared): State<SharedRef>, request: Request) -> Response
         ),
     };
     shared.record(&op, response.status().as_u16());
+    // Paths and statuses only: bodies and query strings may carry secrets.
+    tracing::debug!(%op, status = response.status().as_u16(), path = %path, %request_id, "request");
     set_header(&mut response, "x-ms-request-id", &request_id);
     set_header(&mut response, "x-ms-correlation-request-id", &correlation);
     response
@@ -190,6 +197,13 @@ async fn route(shared: &SharedRef, req: Req) -> (String, Response) {
             (
                 "aad.token".to_string(),
                 auth::aad_token(shared, &req, &tenant),
+            )
+        }
+        [_, "v2.0", ".well-known", "openid-configuration"] => {
+            let tenant = segs[0].clone();
+            (
+                "aad.openidConfiguration".to_string(),
+                auth::openid_configuration(shared, &tenant),
             )
         }
         ["metadata", "identity", "oauth2", "token"] => (
@@ -247,6 +261,7 @@ fn operation_name(route: &Route, method: &Method) -> String {
         },
         Route::ContainerLogs { .. } => "containers.listLogs".into(),
         Route::AciOperation { .. } => "operations.get".into(),
+        Route::AciUsages { .. } => "usages.list".into(),
         Route::IdentitiesInGroup { .. } => "userAssignedIdentities.listByResourceGroup".into(),
         Route::Identity { .. } => format!(
             "userAssignedIdentities.{}",
@@ -391,13 +406,35 @@ async fn arm_versioned(
             format!("The subscription '{sub}' could not be found."),
         ));
     }
+    let action = route.action(&req.method);
+    tracing::trace!(
+        principal,
+        action = action.as_deref().unwrap_or(""),
+        "authorizing"
+    );
     let ctx = ArmCtx {
         req,
         api_version,
         principal: principal.to_string(),
+        action,
     };
+    // Resource providers must be registered before their resources can be used.
+    if let Some(api) = route.api().filter(|a| *a != Api::Resources) {
+        let ns = api.namespace();
+        if !lock(&shared.state)
+            .registered
+            .contains(&ns.to_ascii_lowercase())
+        {
+            return Err(ArmError::new(
+                StatusCode::CONFLICT,
+                "MissingSubscriptionRegistration",
+                format!("The subscription is not registered to use namespace '{ns}'. See https://aka.ms/rps-not-found for how to register subscriptions."),
+            ));
+        }
+    }
     match route {
         Route::ContainerGroupsInSubscription
+        | Route::AciUsages { .. }
         | Route::ContainerGroupsInGroup { .. }
         | Route::ContainerGroup { .. }
         | Route::ContainerGroupAction { .. }

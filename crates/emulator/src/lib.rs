@@ -58,6 +58,7 @@ mod resources;
 mod runtime;
 mod state;
 mod throttle;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -69,12 +70,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::{
-    AciQuotas, Bucket, CapacityFault, EmulatorConfig, Faults, ImageRule, Principal,
+    AciQuotas, Bucket, CapacityFault, EmulatorConfig, Faults, IdentitySeed, ImageRule, Principal,
     ResourceGroupSeed, ThrottleLimits,
 };
 pub use error::{ArmError, EmulatorError};
 pub use path::ACI_VERSIONS;
-pub use state::{ContainerSummary, GroupSummary, RequestCount, Stats};
+pub use state::{ContainerSummary, GroupSummary, IdentitySummary, RequestCount, Stats};
 
 use state::{lock, RgEntry, Shared, SharedRef, State};
 
@@ -115,7 +116,41 @@ pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
         path: work_root.clone(),
         source,
     })?;
+    // HTTPS: generate certificates and write the CA (and a system+CA bundle) for clients.
+    let tls = if config.tls {
+        let material = tls::generate()?;
+        let ca_path = work_root.join("emulator-ca.pem");
+        let bundle_path = work_root.join("ca-bundle.pem");
+        let bundle = format!(
+            "{}\n{}",
+            tls::system_bundle().unwrap_or_default(),
+            material.ca_pem
+        );
+        for (path, text) in [(&ca_path, &material.ca_pem), (&bundle_path, &bundle)] {
+            std::fs::write(path, text).map_err(|source| EmulatorError::WorkDir {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Some((material, ca_path, bundle_path))
+    } else {
+        None
+    };
     let mut state = State::default();
+    let sub_id = format!("/subscriptions/{}", config.subscription_id);
+    for ns in [
+        "Microsoft.Resources",
+        "Microsoft.ContainerInstance",
+        "Microsoft.ManagedIdentity",
+    ] {
+        if !config
+            .unregistered_providers
+            .iter()
+            .any(|u| u.eq_ignore_ascii_case(ns))
+        {
+            state.registered.insert(ns.to_ascii_lowercase());
+        }
+    }
     for seed in &config.resource_groups {
         state.resource_groups.insert(
             seed.name.to_ascii_lowercase(),
@@ -126,8 +161,44 @@ pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
             },
         );
     }
+    for seed in &config.identities {
+        let Some(rg) = state
+            .resource_groups
+            .get(&seed.resource_group.to_ascii_lowercase())
+        else {
+            return Err(EmulatorError::Config(format!(
+                "identity '{}' names resource group '{}', which is not in resource_groups",
+                seed.name, seed.resource_group
+            )));
+        };
+        let id = format!(
+            "{sub_id}/resourceGroups/{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{}",
+            rg.name, seed.name
+        );
+        state.identities.insert(
+            id.to_ascii_lowercase(),
+            state::IdentityEntry {
+                id,
+                name: seed.name.clone(),
+                location: seed.location.clone().unwrap_or_else(|| rg.location.clone()),
+                tags: BTreeMap::new(),
+                client_id: seed
+                    .client_id
+                    .clone()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                principal_id: seed
+                    .principal_id
+                    .clone()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            },
+        );
+    }
+
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let shared = Arc::new(Shared {
-        base_url: format!("http://{addr}"),
+        base_url: format!("{scheme}://{addr}"),
+        ca_pem_path: tls.as_ref().map(|t| t.1.clone()),
+        ca_bundle_path: tls.as_ref().map(|t| t.2.clone()),
         started: Instant::now(),
         faults: Mutex::new(config.faults.clone()),
         state: Mutex::new(state),
@@ -142,11 +213,22 @@ pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
     });
     let router = http::router(shared.clone());
     let stop = shared.shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-    });
+    let server = match tls {
+        None => tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }),
+        Some((material, _, _)) => {
+            let listener = tls::TlsListener::new(listener, material.server_config, stop.clone())
+                .map_err(|source| EmulatorError::Bind { addr, source })?;
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            })
+        }
+    };
     tracing::info!(arm = %shared.base_url, "aci emulator listening");
     Ok(Emulator {
         shared,
@@ -189,6 +271,16 @@ impl Emulator {
         )
     }
 
+    /// With `tls: true`, the PEM file of the emulator's CA (trust it to reach the emulator).
+    pub fn ca_pem_path(&self) -> Option<PathBuf> {
+        self.shared.ca_pem_path.clone()
+    }
+
+    /// With `tls: true`, a PEM bundle of the system roots plus the emulator's CA.
+    pub fn ca_bundle_path(&self) -> Option<PathBuf> {
+        self.shared.ca_bundle_path.clone()
+    }
+
     /// The configuration the emulator started with (faults may have changed since).
     pub fn config(&self) -> &EmulatorConfig {
         &self.shared.config
@@ -213,6 +305,11 @@ impl Emulator {
     /// Every container group with its containers' pids and exit codes.
     pub fn groups(&self) -> Vec<GroupSummary> {
         self.shared.groups()
+    }
+
+    /// Every user-assigned identity (seeded or created through ARM).
+    pub fn identities(&self) -> Vec<IdentitySummary> {
+        self.shared.identities()
     }
 
     /// The root of the per-container working directories.

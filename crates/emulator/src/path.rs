@@ -39,6 +39,8 @@ pub enum Route {
         name: String,
         container: String,
     },
+    /// `/subscriptions/{sub}/providers/Microsoft.ContainerInstance/locations/{loc}/usages`
+    AciUsages { location: String },
     /// `/subscriptions/{sub}/providers/Microsoft.ContainerInstance/locations/{loc}/operations/{id}`
     AciOperation { location: String, id: String },
     /// `…/resourceGroups/{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities`
@@ -108,6 +110,11 @@ pub fn parse_arm(rest: &[String]) -> Route {
         },
         ["providers", "microsoft.containerinstance", "containergroups"] => {
             Route::ContainerGroupsInSubscription
+        }
+        ["providers", "microsoft.containerinstance", "locations", _, "usages"] => {
+            Route::AciUsages {
+                location: r[3].clone(),
+            }
         }
         ["providers", "microsoft.containerinstance", "locations", _, "operations", _] => {
             Route::AciOperation {
@@ -180,6 +187,15 @@ pub enum Api {
 }
 
 impl Api {
+    /// The provider namespace.
+    pub fn namespace(self) -> &'static str {
+        match self {
+            Api::Resources => "Microsoft.Resources",
+            Api::ContainerInstance => "Microsoft.ContainerInstance",
+            Api::ManagedIdentity => "Microsoft.ManagedIdentity",
+        }
+    }
+
     /// The api-versions this emulator accepts.
     pub fn versions(self) -> &'static [&'static str] {
         match self {
@@ -261,10 +277,63 @@ impl Route {
             | Route::ContainerGroup { .. }
             | Route::ContainerGroupAction { .. }
             | Route::ContainerLogs { .. }
+            | Route::AciUsages { .. }
             | Route::AciOperation { .. } => Some(Api::ContainerInstance),
             Route::IdentitiesInGroup { .. } | Route::Identity { .. } => Some(Api::ManagedIdentity),
             Route::Unknown { .. } => None,
         }
+    }
+}
+
+impl Route {
+    /// The Azure RBAC action a request needs (`Microsoft.ContainerInstance/containerGroups/read`,
+    /// ...), for authorization checks. `None` for unknown routes. Creating a group with
+    /// user-assigned identities additionally needs
+    /// `Microsoft.ManagedIdentity/userAssignedIdentities/assign/action` on each identity
+    /// (a linked access check), which is not part of this mapping.
+    pub fn action(&self, method: &axum::http::Method) -> Option<String> {
+        use axum::http::Method;
+        let rwd = |base: &str| -> String {
+            let verb = match *method {
+                Method::GET | Method::HEAD => "read",
+                Method::DELETE => "delete",
+                _ => "write",
+            };
+            format!("{base}/{verb}")
+        };
+        Some(match self {
+            Route::Subscription => "Microsoft.Resources/subscriptions/read".into(),
+            Route::ResourceGroups => "Microsoft.Resources/subscriptions/resourceGroups/read".into(),
+            Route::ResourceGroup { .. } => rwd("Microsoft.Resources/subscriptions/resourceGroups"),
+            Route::Providers | Route::Provider { .. } => {
+                "Microsoft.Resources/subscriptions/providers/read".into()
+            }
+            Route::ProviderRegister { namespace } => format!("{namespace}/register/action"),
+            Route::ContainerGroupsInSubscription | Route::ContainerGroupsInGroup { .. } => {
+                "Microsoft.ContainerInstance/containerGroups/read".into()
+            }
+            Route::ContainerGroup { .. } => rwd("Microsoft.ContainerInstance/containerGroups"),
+            Route::ContainerGroupAction { action, .. } => format!(
+                "Microsoft.ContainerInstance/containerGroups/{}/action",
+                match action {
+                    GroupAction::Start => "start",
+                    GroupAction::Stop => "stop",
+                    GroupAction::Restart => "restart",
+                }
+            ),
+            Route::ContainerLogs { .. } => {
+                "Microsoft.ContainerInstance/containerGroups/containers/logs/read".into()
+            }
+            Route::AciOperation { .. } => {
+                "Microsoft.ContainerInstance/locations/operations/read".into()
+            }
+            Route::AciUsages { .. } => "Microsoft.ContainerInstance/locations/usages/read".into(),
+            Route::IdentitiesInGroup { .. } => {
+                "Microsoft.ManagedIdentity/userAssignedIdentities/read".into()
+            }
+            Route::Identity { .. } => rwd("Microsoft.ManagedIdentity/userAssignedIdentities"),
+            Route::Unknown { .. } => return None,
+        })
     }
 }
 
@@ -309,6 +378,39 @@ mod tests {
             p("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Foo/bars/x"),
             Route::Unknown { .. }
         ));
+    }
+
+    #[test]
+    fn rbac_actions() {
+        use axum::http::Method;
+        let cg = p("/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerInstance/containerGroups/cg");
+        assert_eq!(
+            cg.action(&Method::GET).as_deref(),
+            Some("Microsoft.ContainerInstance/containerGroups/read")
+        );
+        assert_eq!(
+            cg.action(&Method::PUT).as_deref(),
+            Some("Microsoft.ContainerInstance/containerGroups/write")
+        );
+        assert_eq!(
+            cg.action(&Method::DELETE).as_deref(),
+            Some("Microsoft.ContainerInstance/containerGroups/delete")
+        );
+        let stop = p("/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerInstance/containerGroups/cg/stop");
+        assert_eq!(
+            stop.action(&Method::POST).as_deref(),
+            Some("Microsoft.ContainerInstance/containerGroups/stop/action")
+        );
+        let logs = p("/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerInstance/containerGroups/cg/containers/c/logs");
+        assert_eq!(
+            logs.action(&Method::GET).as_deref(),
+            Some("Microsoft.ContainerInstance/containerGroups/containers/logs/read")
+        );
+        let rg = p("/subscriptions/s/resourcegroups/rg");
+        assert_eq!(
+            rg.action(&Method::HEAD).as_deref(),
+            Some("Microsoft.Resources/subscriptions/resourceGroups/read")
+        );
     }
 
     #[test]

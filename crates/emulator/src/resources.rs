@@ -83,9 +83,13 @@ pub(crate) async fn handle(
             .collect();
             Ok(json(StatusCode::OK, &j!({ "value": value })))
         }
-        Route::Provider { namespace } | Route::ProviderRegister { namespace }
-            if *m == Method::GET || *m == Method::POST =>
-        {
+        Route::ProviderRegister { namespace } if *m == Method::POST => {
+            let known = provider(shared, &namespace).is_some();
+            if known {
+                lock(&shared.state)
+                    .registered
+                    .insert(namespace.to_ascii_lowercase());
+            }
             provider(shared, &namespace)
                 .map(|p| json(StatusCode::OK, &p))
                 .ok_or_else(|| {
@@ -96,6 +100,15 @@ pub(crate) async fn handle(
                     )
                 })
         }
+        Route::Provider { namespace } if *m == Method::GET => provider(shared, &namespace)
+            .map(|p| json(StatusCode::OK, &p))
+            .ok_or_else(|| {
+                ArmError::new(
+                    StatusCode::NOT_FOUND,
+                    "InvalidResourceNamespace",
+                    format!("The resource namespace '{namespace}' is invalid."),
+                )
+            }),
         Route::IdentitiesInGroup { rg } if *m == Method::GET => {
             require_rg(shared, &rg)?;
             let state = lock(&shared.state);
@@ -160,7 +173,7 @@ fn provider(shared: &SharedRef, namespace: &str) -> Option<serde_json::Value> {
     Some(j!({
         "id": format!("{}/providers/{ns}", shared.sub_id()),
         "namespace": ns,
-        "registrationState": "Registered",
+        "registrationState": if lock(&shared.state).registered.contains(&ns.to_ascii_lowercase()) { "Registered" } else { "NotRegistered" },
         "registrationPolicy": "RegistrationRequired",
         "resourceTypes": resource_types,
     }))

@@ -173,7 +173,9 @@ async fn run_group(shared: SharedRef, key: String, gen: u64, op_id: Option<Strin
                     });
                 }
                 g.provisioning_state = "Failed".into();
-                g.instance_state = Some("Failed".into());
+                // ACI leaves the group Pending when provisioning fails (see the spec's
+                // ContainerGroupsGet_Failed example); provisioningState carries the failure.
+                g.instance_state = Some("Pending".into());
             });
             finish_op(
                 "Failed",
@@ -286,12 +288,21 @@ fn plan(shared: &SharedRef, g: &GroupEntry, idx: usize) -> Result<Launch, String
     );
     set("AZURE_RESOURCE_MANAGER_ENDPOINT", shared.base_url.clone());
     set("AZURE_AUTHORITY_HOST", shared.base_url.clone());
+    if let Some(bundle) = &shared.ca_bundle_path {
+        // The emulator serves HTTPS with its own CA: trust it (plus the system roots).
+        set("SSL_CERT_FILE", bundle.display().to_string());
+        set("REQUESTS_CA_BUNDLE", bundle.display().to_string());
+    }
     for (k, v) in &rule.env {
         set(k, v.clone());
     }
     for var in props.environment_variables.iter().flatten() {
-        if let Some(v) = var.value.as_ref().or(var.secure_value.as_ref()) {
-            set(&var.name, v.clone());
+        match (&var.value, &var.secure_value, &var.secure_value_reference) {
+            (Some(v), _, _) | (None, Some(v), _) => set(&var.name, v.clone()),
+            // A Key Vault reference cannot be resolved locally: leave the variable unset.
+            (None, None, Some(_)) => {}
+            // A bare name is an empty variable.
+            (None, None, None) => set(&var.name, String::new()),
         }
     }
     let default_dir = shared
@@ -425,13 +436,17 @@ async fn run_container(
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        // SAFETY: the closure runs in the forked child before exec and only calls setsid,
-        // which is async-signal-safe.
+        // SAFETY: the closure runs in the forked child before exec and only calls setsid and
+        // prctl, which are async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {
                 if libc::setsid() == -1 {
                     return Err(std::io::Error::last_os_error());
                 }
+                // If the emulator dies without cleaning up (SIGKILL), take the container's
+                // main process with it instead of leaving an orphan.
+                #[cfg(target_os = "linux")]
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 Ok(())
             });
         }

@@ -33,6 +33,10 @@ pub(crate) struct Shared {
     pub config: EmulatorConfig,
     /// `http://127.0.0.1:PORT`: the ARM, AAD and IMDS base URL.
     pub base_url: String,
+    /// The CA certificate file when serving HTTPS.
+    pub ca_pem_path: Option<PathBuf>,
+    /// System roots + CA, given to containers, when serving HTTPS.
+    pub ca_bundle_path: Option<PathBuf>,
     /// When serving began (IMDS warm-up is measured from here).
     pub started: Instant,
     /// Current failure injection.
@@ -85,6 +89,8 @@ pub(crate) struct State {
     pub groups: BTreeMap<String, GroupEntry>,
     /// Async operations by id.
     pub operations: HashMap<String, OpEntry>,
+    /// Registered resource provider namespaces (lower-cased).
+    pub registered: std::collections::BTreeSet<String>,
     /// Remaining failures per capacity fault (index into `faults.capacity`), consumed per create.
     pub capacity_used: HashMap<String, u32>,
 }
@@ -236,6 +242,41 @@ impl LogBuffer {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_buffer_drops_oldest_and_tails() {
+        let mut b = LogBuffer::new(10);
+        for l in ["aaa", "bbb", "ccc"] {
+            b.push("T".into(), l.into());
+        }
+        // 3 lines of 4 bytes (with newline) exceed 10: the oldest went.
+        assert_eq!(b.render(None, false), "bbb\nccc\n");
+        assert_eq!(b.render(Some(1), true), "T ccc\n");
+        assert_eq!(b.render(Some(0), false), "");
+    }
+
+    #[test]
+    fn events_fold_repeats() {
+        let mut events = Vec::new();
+        add_event(&mut events, "BackOff", "again".into(), "Warning");
+        add_event(&mut events, "BackOff", "again".into(), "Warning");
+        add_event(&mut events, "Started", "x".into(), "Normal");
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].count, 2);
+    }
+
+    #[test]
+    fn log_timestamps_have_seven_digits() {
+        let ts = log_timestamp();
+        let frac = ts.rsplit_once('.').map(|(_, f)| f).unwrap_or_default();
+        assert_eq!(frac.len(), 8, "{ts}");
+        assert!(frac.ends_with('Z'));
+    }
+}
+
 /// The current time as ARM renders it (RFC 3339, UTC, `Z`).
 pub(crate) fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
@@ -328,6 +369,19 @@ pub struct GroupSummary {
     pub containers: Vec<ContainerSummary>,
 }
 
+/// A user-assigned identity as the introspection API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentitySummary {
+    /// Resource id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Client id (IMDS `client_id`).
+    pub client_id: String,
+    /// Principal (object) id.
+    pub principal_id: String,
+}
+
 /// One container in a [`GroupSummary`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerSummary {
@@ -388,6 +442,20 @@ impl Shared {
                         restart_count: c.view.restart_count,
                     })
                     .collect(),
+            })
+            .collect()
+    }
+
+    /// A snapshot of every user-assigned identity.
+    pub fn identities(&self) -> Vec<IdentitySummary> {
+        lock(&self.state)
+            .identities
+            .values()
+            .map(|i| IdentitySummary {
+                id: i.id.clone(),
+                name: i.name.clone(),
+                client_id: i.client_id.clone(),
+                principal_id: i.principal_id.clone(),
             })
             .collect()
     }

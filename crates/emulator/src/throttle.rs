@@ -8,7 +8,8 @@
 //! ACI adds its own resource-provider limits on container group creates and deletes
 //! (100 per 5 minutes, 300 per hour per subscription), reported in
 //! `x-ms-ratelimit-remaining-subscription-resource-requests-pt5m`/`-pt1h`. Those are
-//! sliding windows here.
+//! sliding windows here, and a full window answers 429 `ResourceRequestsThrottled` (the code
+//! resource providers use for their own limits) with `Retry-After`.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -59,6 +60,17 @@ pub(crate) enum Take {
     Allowed { remaining: u32 },
     /// Throttled; retry after this many seconds.
     Throttled { retry_after_secs: u64 },
+}
+
+/// A full ACI quota window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QuotaExceeded {
+    /// Seconds until the oldest request leaves the window.
+    pub retry_after_secs: u64,
+    /// The window's limit.
+    pub limit: u32,
+    /// The window as ARM prints it (`00:05:00`, `01:00:00`).
+    pub interval: &'static str,
 }
 
 /// Throttling state.
@@ -115,13 +127,13 @@ impl Throttle {
     }
 
     /// Records one ACI create (or delete) against the quota windows. Returns the remaining
-    /// counts `(pt5m, pt1h)` when allowed, or the seconds to wait when a window is full.
+    /// counts `(pt5m, pt1h)` when allowed, or which window is full and how long to wait.
     pub fn take_quota(
         &mut self,
         quotas: &AciQuotas,
         delete: bool,
         now: Instant,
-    ) -> Result<(u32, u32), u64> {
+    ) -> Result<(u32, u32), QuotaExceeded> {
         let (q5, q60, window) = if delete {
             (
                 quotas.deletes_per_5m,
@@ -153,13 +165,21 @@ impl Throttle {
             let oldest = in_5m
                 .first()
                 .map(|t| five.saturating_sub(now.saturating_duration_since(**t)));
-            return Err(oldest.map(|d| d.as_secs().max(1)).unwrap_or(1));
+            return Err(QuotaExceeded {
+                retry_after_secs: oldest.map(|d| d.as_secs().max(1)).unwrap_or(1),
+                limit: q5,
+                interval: "00:05:00",
+            });
         }
         if n60 >= q60 {
             let oldest = window
                 .front()
                 .map(|t| hour.saturating_sub(now.saturating_duration_since(*t)));
-            return Err(oldest.map(|d| d.as_secs().max(1)).unwrap_or(1));
+            return Err(QuotaExceeded {
+                retry_after_secs: oldest.map(|d| d.as_secs().max(1)).unwrap_or(1),
+                limit: q60,
+                interval: "01:00:00",
+            });
         }
         window.push_back(now);
         Ok((q5 - n5 - 1, q60 - n60 - 1))

@@ -746,3 +746,33 @@ async fn redeploy_cancels_the_previous_operation() {
     assert_eq!(second.status, StatusCode::OK);
     assert_eq!(env.get(&first_op).await.body["status"], "Canceled");
 }
+
+/// PATCH updates tags only and returns the group.
+#[tokio::test]
+async fn patch_updates_tags() {
+    let env = start(config()).await;
+    env.create("tagged", shell_group("true", "Never")).await;
+    let r = env
+        .call(
+            reqwest::Method::PATCH,
+            &format!("{}?api-version={ACI}", env.cg("tagged")),
+            Some(json!({"tags": {"a": "1"}})),
+            Some(&env.token),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["tags"], json!({"a": "1"}));
+    assert_eq!(
+        env.emu.groups()[0].tags.get("a").map(String::as_str),
+        Some("1")
+    );
+    let r = env
+        .call(
+            reqwest::Method::PATCH,
+            &format!("{}?api-version={ACI}", env.cg("absent")),
+            Some(json!({"tags": {}})),
+            Some(&env.token),
+        )
+        .await;
+    assert_eq!(r.code(), "ResourceNotFound");
+}

@@ -291,3 +291,42 @@ async fn unknown_types() {
     let r = env.get("/nothing/here").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
+
+/// Unregistered providers answer MissingSubscriptionRegistration until registered.
+#[tokio::test]
+async fn provider_registration_is_required_when_configured() {
+    let env = start(aci_emulator::EmulatorConfig {
+        unregistered_providers: vec!["Microsoft.ContainerInstance".into()],
+        ..config()
+    })
+    .await;
+    let path = format!("{}?api-version={ACI}", env.cg("early"));
+    let r = env.get(&path).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::CONFLICT, "MissingSubscriptionRegistration")
+    );
+    let provider = format!(
+        "{}/providers/Microsoft.ContainerInstance?api-version={RG_API}",
+        env.sub()
+    );
+    assert_eq!(
+        env.get(&provider).await.body["registrationState"],
+        "NotRegistered"
+    );
+    let r = env
+        .post(&format!(
+            "{}/providers/Microsoft.ContainerInstance/register?api-version={RG_API}",
+            env.sub()
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        env.get(&provider).await.body["registrationState"],
+        "Registered"
+    );
+    assert_eq!(env.get(&path).await.code(), "ResourceNotFound");
+    // Other providers were registered from the start.
+    let r = env.get(&format!("{}/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/x?api-version={MI_API}", env.sub())).await;
+    assert_eq!(r.code(), "ResourceNotFound");
+}

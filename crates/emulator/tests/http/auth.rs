@@ -324,3 +324,45 @@ async fn imds_warm_up() {
     .await;
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+/// Identities can be seeded from the config with fixed ids; IMDS serves them at once.
+#[tokio::test]
+async fn seeded_identities() {
+    let seed = aci_emulator::IdentitySeed {
+        resource_group: "rg".into(),
+        name: "worker".into(),
+        location: None,
+        client_id: Some("22222222-2222-2222-2222-222222222222".into()),
+        principal_id: None,
+    };
+    let env = start(EmulatorConfig {
+        identities: vec![seed.clone()],
+        ..config()
+    })
+    .await;
+    let ids = env.emu.identities();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(ids[0].client_id, "22222222-2222-2222-2222-222222222222");
+    let r = imds(&env, "api-version=2018-02-01&resource=https://management.azure.com/&client_id=22222222-2222-2222-2222-222222222222", true).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = env
+        .get(&format!("{}?api-version={MI_API}", ids[0].id))
+        .await;
+    assert_eq!(
+        r.body["properties"]["clientId"],
+        "22222222-2222-2222-2222-222222222222"
+    );
+    assert_eq!(r.body["location"], "eastus");
+    // A seed in a resource group that does not exist is a configuration error.
+    let bad = aci_emulator::IdentitySeed {
+        resource_group: "nope".into(),
+        ..seed
+    };
+    let err = aci_emulator::start(EmulatorConfig {
+        identities: vec![bad],
+        ..config()
+    })
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("resource group 'nope'"), "{err}");
+}

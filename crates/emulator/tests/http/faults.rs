@@ -110,6 +110,7 @@ async fn aci_create_quota() {
         creates_per_hour: 10,
         deletes_per_5m: 1,
         deletes_per_hour: 10,
+        ..AciQuotas::default()
     };
     let env = start(EmulatorConfig {
         faults: Faults {
@@ -142,7 +143,15 @@ async fn aci_create_quota() {
         .await;
     assert_eq!(
         (r.status, r.code()),
-        (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests")
+        (StatusCode::TOO_MANY_REQUESTS, "ResourceRequestsThrottled")
+    );
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exceeded the limit of '1' for time interval '00:05:00'"),
+        "{}",
+        r.body
     );
     assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() > 200);
     // Updates are not creates.
@@ -269,6 +278,16 @@ async fn latency() {
 async fn admin_api() {
     let env = start(config()).await;
     let admin = format!("{}/_emulator", env.emu.arm_url());
+    let health: Value = env
+        .http
+        .get(format!("{admin}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
     let faults = json!({"error_rate": 0.25, "latency_ms": 5, "capacity": [{"location": "eastus", "count": 1}]});
     let r = env
         .http
@@ -330,4 +349,89 @@ async fn admin_api() {
         .unwrap();
     assert_eq!(groups[0]["name"], "seen");
     assert_eq!(groups[0]["resource_group"], "rg");
+}
+
+/// Regional quotas: container group count and cores, reported by the usages endpoint.
+#[tokio::test]
+async fn regional_quotas_and_usages() {
+    let quotas = AciQuotas {
+        container_groups_per_region: 2,
+        cores_per_region: 3,
+        ..AciQuotas::default()
+    };
+    let env = start(EmulatorConfig {
+        faults: Faults {
+            aci_quotas: Some(quotas),
+            ..Faults::default()
+        },
+        ..config()
+    })
+    .await;
+    assert_eq!(
+        env.put(
+            &format!("{}?api-version={ACI}", env.cg("u1")),
+            shell_group("true", "Never")
+        )
+        .await
+        .status,
+        StatusCode::CREATED
+    );
+    let mut big = shell_group("true", "Never");
+    big["properties"]["containers"][0]["properties"]["resources"]["requests"]["cpu"] = json!(2.5);
+    let r = env
+        .put(&format!("{}?api-version={ACI}", env.cg("u2")), big)
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "ContainerGroupQuotaReached")
+    );
+    assert!(
+        r.body["error"]["message"].as_str().unwrap().contains(
+            "'StandardCores' exceeded in region 'eastus'. Limit: '3', Usage: '1' Requested: '3'"
+        ),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        env.put(
+            &format!("{}?api-version={ACI}", env.cg("u2")),
+            shell_group("true", "Never")
+        )
+        .await
+        .status,
+        StatusCode::CREATED
+    );
+    let r = env
+        .put(
+            &format!("{}?api-version={ACI}", env.cg("u3")),
+            shell_group("true", "Never"),
+        )
+        .await;
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'ContainerGroups'"),
+        "{}",
+        r.body
+    );
+    let usages = env
+        .get(&format!(
+            "{}/providers/Microsoft.ContainerInstance/locations/eastus/usages?api-version={ACI}",
+            env.sub()
+        ))
+        .await
+        .body;
+    assert_eq!(usages["value"][0]["name"]["value"], "ContainerGroups");
+    assert_eq!(usages["value"][0]["currentValue"], 2);
+    assert_eq!(usages["value"][1]["currentValue"], 2);
+    // Another region has its own quota.
+    let mut west = shell_group("true", "Never");
+    west["location"] = json!("westus");
+    assert_eq!(
+        env.put(&format!("{}?api-version={ACI}", env.cg("w1")), west)
+            .await
+            .status,
+        StatusCode::CREATED
+    );
 }

@@ -7,5 +7,7 @@ mod aci;
 mod arm;
 mod auth;
 mod faults;
+mod robustness;
 mod sdk_python;
 mod support;
+mod tls;

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::support::*;
 
-fn venv_python() -> Option<PathBuf> {
+pub fn venv_python() -> Option<PathBuf> {
     let required = std::env::var_os("PREFECT_ACI_VENV3");
     let dir = required.clone().map(PathBuf::from).or_else(|| {
         std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/prefect-aci/venvs/prefect3"))
