@@ -657,17 +657,36 @@ impl PrefectClient {
     }
 
     /// `POST /work_pools/{name}/workers/heartbeat`.
+    ///
+    /// On Prefect Cloud the first heartbeat also asks for the worker's id (`return_id`) and
+    /// sends integration metadata, as Prefect's worker does; a server that rejects those
+    /// fields (422) gets the plain heartbeat. Returns the worker id when the server sent one.
     pub async fn send_worker_heartbeat(
         &self,
         pool: &str,
         worker_name: &str,
         heartbeat_interval_seconds: u64,
-    ) -> Result<(), ApiError> {
+        request_id: bool,
+    ) -> Result<Option<Uuid>, ApiError> {
         let path = format!("/work_pools/{}/workers/heartbeat", encode_segment(pool));
-        let body =
+        let plain =
             json!({"name": worker_name, "heartbeat_interval_seconds": heartbeat_interval_seconds});
-        self.no_content(Self::with_body(Method::POST, &path, &body))
-            .await
+        if request_id && self.is_cloud() {
+            let mut body = plain.clone();
+            body["return_id"] = json!(true);
+            body["metadata"] = json!({"integrations": [{"name": "prefect-aci", "version": env!("CARGO_PKG_VERSION")}]});
+            match self.send(Self::with_body(Method::POST, &path, &body)).await {
+                Ok(resp) => {
+                    let text = resp.text().await.unwrap_or_default();
+                    return Ok(text.trim().trim_matches('"').parse().ok());
+                }
+                Err(ApiError::Status { status: 422, .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.no_content(Self::with_body(Method::POST, &path, &plain))
+            .await?;
+        Ok(None)
     }
 
     /// `POST /work_pools/{name}/get_scheduled_flow_runs`. An unknown queue (404) means no runs.

@@ -54,6 +54,8 @@ pub struct PrepareInput<'a> {
     pub api_url: &'a str,
     pub auth: &'a Auth,
     pub passthrough_settings: &'a [(String, String)],
+    /// The worker's Prefect Cloud id, when known.
+    pub worker_id: Option<uuid::Uuid>,
 }
 
 /// Render and prepare the job configuration of one flow run.
@@ -95,6 +97,9 @@ pub fn prepare_for_flow_run(config: &mut Map<String, Value>, input: &PrepareInpu
     }
     env.insert("PREFECT__FLOW_RUN_ID".into(), json!(fr.id.to_string()));
     env.insert("PREFECT__WORKER_NAME".into(), json!(input.worker_name));
+    if let Some(id) = input.worker_id {
+        env.insert("PREFECT__WORKER_ID".into(), json!(id.to_string()));
+    }
     env.insert("PREFECT__FLOW_ID".into(), json!(input.flow.id.to_string()));
     env.insert("PREFECT__FLOW_NAME".into(), json!(input.flow.name));
     if let Some(d) = input.deployment {

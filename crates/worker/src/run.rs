@@ -479,6 +479,7 @@ async fn configure<I: Infrastructure>(run: &mut RunState<I>) -> StepResult<I::Jo
         api_url: &shared.config.api_url,
         auth: &shared.config.auth,
         passthrough_settings: &shared.config.passthrough_settings,
+        worker_id: shared.worker_id.get().copied(),
     };
     let configuration = match build_job_configuration(&input).await {
         Ok(c) => c,

@@ -68,6 +68,8 @@ pub struct Shared<I: Infrastructure> {
     pub shutdown: CancellationToken,
     pool: RwLock<WorkPool>,
     in_flight: Mutex<HashMap<Uuid, RunControl>>,
+    /// The worker's id on Prefect Cloud (from the first heartbeat), passed to flow runs.
+    pub worker_id: std::sync::OnceLock<Uuid>,
 }
 
 impl<I: Infrastructure> Shared<I> {
@@ -241,6 +243,7 @@ pub async fn run<I: Infrastructure>(
         shutdown: CancellationToken::new(),
         pool: RwLock::new(pool),
         in_flight: Mutex::new(HashMap::new()),
+        worker_id: std::sync::OnceLock::new(),
         config,
     });
     let started_id = Uuid::now_v7();
@@ -405,12 +408,22 @@ async fn heartbeat<I: Infrastructure>(shared: &Arc<Shared<I>>) {
         Ok(p) => *shared.pool.write().unwrap_or_else(|e| e.into_inner()) = p,
         Err(e) => tracing::warn!(error = %e, "could not refresh the work pool"),
     }
-    if let Err(e) = shared
+    let want_id = shared.worker_id.get().is_none();
+    match shared
         .client
-        .send_worker_heartbeat(&c.pool, &c.name, c.heartbeat_interval.as_secs().max(1))
+        .send_worker_heartbeat(
+            &c.pool,
+            &c.name,
+            c.heartbeat_interval.as_secs().max(1),
+            want_id,
+        )
         .await
     {
-        tracing::warn!(error = %e, "worker heartbeat failed");
+        Ok(Some(id)) => {
+            let _ = shared.worker_id.set(id);
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "worker heartbeat failed"),
     }
 }
 

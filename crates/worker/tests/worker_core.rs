@@ -235,6 +235,33 @@ async fn claims_a_run_reports_infrastructure_pid_labels_and_logs() {
     assert_eq!(cfg["env"]["PREFECT_API_URL"], url.as_str());
     assert_eq!(cfg["labels"]["prefect.io/flow-run-id"], run.to_string());
 
+    // Events: submitted and executed, about this flow run, from this worker.
+    let events = wait_for(Duration::from_secs(20), "worker events", || async {
+        let v = api
+            .post(
+                "/events/filter",
+                json!({"filter": {
+                    "occurred": {"since": (chrono::Utc::now() - chrono::Duration::minutes(10)).to_rfc3339()},
+                    "any_resource": {"id": [format!("prefect.flow-run.{run}")]},
+                    "event": {"prefix": ["prefect.worker."]},
+                }, "limit": 50}),
+            )
+            .await;
+        let names: Vec<String> = v["events"]
+            .as_array()?
+            .iter()
+            .filter_map(|e| e["event"].as_str().map(str::to_string))
+            .collect();
+        (names.iter().any(|n| n == "prefect.worker.executed-flow-run")).then_some(names)
+    })
+    .await;
+    assert!(
+        events
+            .iter()
+            .any(|n| n == "prefect.worker.submitted-flow-run"),
+        "{events:?}"
+    );
+
     let logs = wait_for(
         Duration::from_secs(10),
         "worker logs in Prefect",

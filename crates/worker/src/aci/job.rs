@@ -47,6 +47,49 @@ pub struct AciSpec {
 }
 
 impl AciSpec {
+    /// The ARM deployment used for a custom `arm_template` (prefect-azure's name).
+    pub fn deployment_path(&self) -> String {
+        let mut name = format!("prefect-{}", self.group_name);
+        name.truncate(64);
+        format!(
+            "/subscriptions/{}/resourcegroups/{}/providers/Microsoft.Resources/deployments/{}",
+            self.subscription_id, self.resource_group, name
+        )
+    }
+
+    /// A custom template with this job's container settings applied, as prefect-azure does:
+    /// environment, command and image of the first container, identities, registry
+    /// credentials, subnets and DNS of the first resource, plus our tags.
+    pub fn patched_template(&self) -> Option<Value> {
+        let mut t = self.custom_template.clone()?;
+        let ours = serde_json::to_value(&self.body).ok()?;
+        let res = t.pointer_mut("/resources/0")?;
+        if let Some(identity) = ours.get("identity") {
+            res["identity"] = identity.clone();
+        }
+        if let Some(tags) = ours.get("tags") {
+            res["tags"] = tags.clone();
+        }
+        for key in ["imageRegistryCredentials", "subnetIds", "dnsConfig"] {
+            if let Some(v) = ours["properties"].get(key) {
+                res["properties"][key] = v.clone();
+            }
+        }
+        let container = &ours["properties"]["containers"][0]["properties"];
+        let target = res.pointer_mut("/properties/containers/0/properties")?;
+        for key in ["environmentVariables", "command", "image"] {
+            match container.get(key) {
+                Some(v) => target[key] = v.clone(),
+                None => {
+                    if let Some(o) = target.as_object_mut() {
+                        o.remove(key);
+                    }
+                }
+            }
+        }
+        Some(t)
+    }
+
     /// `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerInstance/containerGroups/{name}`.
     pub fn group_path(&self) -> String {
         format!(
@@ -452,14 +495,23 @@ pub fn build(
     };
 
     // Compare the pool's template as written (before rendering) with the default one.
-    let written = ctx.work_pool.base_job_template.pointer("/job_configuration/arm_template");
+    let written = ctx
+        .work_pool
+        .base_job_template
+        .pointer("/job_configuration/arm_template");
     let custom_template = match written.filter(|t| !t.is_null()) {
-        Some(t) if t != default_template => {
-            if !t.is_object() {
-                return Err(err("arm_template", "expected an ARM template object"));
+        Some(t) if t != default_template => match opt(c, "arm_template") {
+            Some(rendered @ Value::Object(_)) => {
+                let ok = rendered
+                    .pointer("/resources/0/properties/containers/0/properties")
+                    .is_some_and(Value::is_object);
+                if !ok {
+                    return Err(err("arm_template", "the template's first resource must be a container group with at least one container (resources[0].properties.containers[0].properties)"));
+                }
+                Some(rendered.clone())
             }
-            Some(t.clone())
-        }
+            _ => return Err(err("arm_template", "expected an ARM template object")),
+        },
         _ => None,
     };
 

@@ -45,6 +45,7 @@ use crate::infrastructure::{
 use crate::logs::RunLogger;
 
 const RESOURCE_GROUP_API_VERSION: &str = "2025-04-01";
+const DEPLOYMENT_API_VERSION: &str = "2025-04-01";
 /// How often a running group is read when Prefect says nothing: bounds how long a container
 /// that died without reporting goes unnoticed.
 const LIVENESS_INTERVAL: Duration = Duration::from_secs(45);
@@ -116,6 +117,8 @@ pub struct AciJob {
     logger: RunLogger,
     launched: std::sync::atomic::AtomicBool,
     log_cursor: Mutex<logs::LogCursor>,
+    /// The container whose logs are read (a custom template may name it differently).
+    container_name: Mutex<String>,
 }
 
 impl AciInfrastructure {
@@ -304,6 +307,79 @@ impl AciInfrastructure {
         }
     }
 
+    /// A pool with a custom `arm_template`: deploy it through ARM (as prefect-azure does),
+    /// wait for the container group, then delete the deployment record so none pile up.
+    async fn deploy_template(
+        &self,
+        arm: &ArmClient,
+        job: &AciJob,
+        template: Value,
+        deadline: Option<Instant>,
+    ) -> Result<(), InfraError> {
+        let spec = &job.spec;
+        let body = serde_json::json!({"properties": {
+            "mode": "Incremental",
+            "template": template,
+            "parameters": {"container_group_name": {"value": spec.group_name}},
+        }});
+        let path = spec.deployment_path();
+        let outcome = arm
+            .put::<_, Value>(&path, DEPLOYMENT_API_VERSION, &body)
+            .await
+            .map_err(|e| classify(&e, "creating the ARM deployment"))?;
+        let result = match outcome.poller {
+            None => Ok(()),
+            Some(poller) => {
+                let wait = poller.wait();
+                match deadline {
+                    Some(d) => {
+                        match tokio::time::timeout_at(tokio::time::Instant::from_std(d), wait).await
+                        {
+                            Ok(r) => r.map(drop).map_err(|e| {
+                                InfraError::permanent(format!(
+                                    "ARM deployment failed: {}",
+                                    arm_message(&e)
+                                ))
+                            }),
+                            Err(_) => Err(InfraError::permanent(format!(
+                                "Timed out after {}s waiting for the ARM deployment of {}",
+                                spec.start_timeout.map(|t| t.as_secs()).unwrap_or(0),
+                                spec.group_name
+                            ))),
+                        }
+                    }
+                    None => wait.await.map(drop).map_err(|e| {
+                        InfraError::permanent(format!("ARM deployment failed: {}", arm_message(&e)))
+                    }),
+                }
+            }
+        };
+        // The deployment record is history only; deleting it never touches the group.
+        if let Err(e) = arm.delete(&path, DEPLOYMENT_API_VERSION).await {
+            job.logger.warning(format!(
+                "Could not delete the ARM deployment record: {}",
+                arm_message(&e)
+            ));
+        }
+        if let Err(e) = result {
+            let events = self.describe_failure(arm, spec).await;
+            let _ = self.delete_group(arm, spec).await;
+            return Err(InfraError::permanent(format!("{}{events}", e.message)));
+        }
+        match self.get_group(arm, spec).await? {
+            Some(g) => {
+                if let Some(c) = g.properties.containers.first() {
+                    *job.container_name.lock().unwrap_or_else(|e| e.into_inner()) = c.name.clone();
+                }
+                Ok(())
+            }
+            None => Err(InfraError::permanent(format!(
+                "the ARM deployment succeeded but created no container group named {}; the template must name its group [parameters('container_group_name')]",
+                spec.group_name
+            ))),
+        }
+    }
+
     /// ACI's events and container states, for crash messages.
     async fn describe_failure(&self, arm: &ArmClient, spec: &AciSpec) -> String {
         match self.get_group(arm, spec).await {
@@ -402,12 +478,10 @@ impl Infrastructure for AciInfrastructure {
     fn prepare(&self, ctx: &JobContext) -> Result<AciJob, InfraError> {
         let spec = job::build(ctx, &self.options.default_image, &self.default_template)?;
         if spec.custom_template.is_some() {
-            ctx.logger.warning(
-                "This pool's arm_template differs from the default: prefect-aci creates container groups directly \
-                 and only applies the template's image, command, resources and environment through the job variables.",
-            );
+            ctx.logger.info("This pool has a custom arm_template: the container group is created through an ARM deployment, deleted once the group exists.");
         }
         Ok(AciJob {
+            container_name: Mutex::new(spec.container_name.clone()),
             spec,
             logger: ctx.logger.named("prefect.flow_runs.worker"),
             launched: std::sync::atomic::AtomicBool::new(false),
@@ -453,6 +527,9 @@ impl Infrastructure for AciInfrastructure {
         }
         let started = Instant::now();
         let deadline = spec.start_timeout.map(|t| started + t);
+        if let Some(template) = spec.patched_template() {
+            return self.deploy_template(&arm, job, template, deadline).await;
+        }
         let home = self.location(&arm, spec).await?;
         let mut locations = vec![home];
         locations.extend(spec.fallback_locations.iter().cloned());
