@@ -122,30 +122,6 @@ pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
             true,
         ),
     };
-    std::fs::create_dir_all(&work_root).map_err(|source| EmulatorError::WorkDir {
-        path: work_root.clone(),
-        source,
-    })?;
-    // HTTPS: generate certificates and write the CA (and a system+CA bundle) for clients.
-    let tls = if config.tls {
-        let material = tls::generate()?;
-        let ca_path = work_root.join("emulator-ca.pem");
-        let bundle_path = work_root.join("ca-bundle.pem");
-        let bundle = format!(
-            "{}\n{}",
-            tls::system_bundle().unwrap_or_default(),
-            material.ca_pem
-        );
-        for (path, text) in [(&ca_path, &material.ca_pem), (&bundle_path, &bundle)] {
-            std::fs::write(path, text).map_err(|source| EmulatorError::WorkDir {
-                path: path.clone(),
-                source,
-            })?;
-        }
-        Some((material, ca_path, bundle_path))
-    } else {
-        None
-    };
     let mut state = State::default();
     let sub_id = format!("/subscriptions/{}", config.subscription_id);
     for ns in [
@@ -204,6 +180,30 @@ pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
         );
     }
 
+    std::fs::create_dir_all(&work_root).map_err(|source| EmulatorError::WorkDir {
+        path: work_root.clone(),
+        source,
+    })?;
+    // HTTPS: generate certificates and write the CA (and a system+CA bundle) for clients.
+    let tls = if config.tls {
+        let material = tls::generate()?;
+        let ca_path = work_root.join("emulator-ca.pem");
+        let bundle_path = work_root.join("ca-bundle.pem");
+        let bundle = format!(
+            "{}\n{}",
+            tls::system_bundle().unwrap_or_default(),
+            material.ca_pem
+        );
+        for (path, text) in [(&ca_path, &material.ca_pem), (&bundle_path, &bundle)] {
+            std::fs::write(path, text).map_err(|source| EmulatorError::WorkDir {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Some((material, ca_path, bundle_path))
+    } else {
+        None
+    };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let shared = Arc::new(Shared {
         base_url: format!("{scheme}://{addr}"),
@@ -372,6 +372,10 @@ impl Drop for Emulator {
         if self.server.is_some() {
             self.shared.shutdown.cancel();
             kill_all(&self.shared);
+            // Best effort: containers may still be exiting and hold files open.
+            if self.shared.work_root_is_temp {
+                let _ = std::fs::remove_dir_all(&self.shared.work_root);
+            }
         }
     }
 }
