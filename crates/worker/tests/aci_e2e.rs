@@ -34,7 +34,7 @@ async fn final_state(api: &Api, run: Uuid, timeout: Duration) -> Value {
 }
 
 async fn no_groups_left(emu: &aci_emulator::Emulator, run: Uuid) {
-    no_groups_left_within(emu, run, Duration::from_secs(20)).await
+    no_groups_left_within(emu, run, Duration::from_secs(60)).await
 }
 
 async fn no_groups_left_within(emu: &aci_emulator::Emulator, run: Uuid, timeout: Duration) {

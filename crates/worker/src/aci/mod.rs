@@ -689,9 +689,13 @@ impl AciInfrastructure {
     /// The end of a run as Prefect reported it: collect the exit code and last logs.
     async fn finish(&self, arm: &ArmClient, job: &AciJob) -> Result<ExitInfo, InfraError> {
         let spec = &job.spec;
-        // The engine reported a final state; its process exits right after. Wait briefly
-        // for ACI to see the exit, so the code and the last log lines are real.
-        let deadline = Instant::now() + Duration::from_secs(6);
+        // The engine reported a final state; its process exits right after. Wait for ACI to
+        // see the exit so the code and the last log lines are real: longer when the logs are
+        // streamed (output buffered until exit must not be lost), briefly otherwise (the group
+        // bills until it is deleted). Reads back off: 0.5, 1, 2, 4 ... seconds.
+        let budget = if spec.stream_output { Duration::from_secs(30) } else { Duration::from_secs(4) };
+        let deadline = Instant::now() + budget;
+        let mut delay = Duration::from_millis(500);
         let mut exit = None;
         loop {
             match self.get_group(arm, spec).await? {
@@ -703,10 +707,12 @@ impl AciInfrastructure {
                     }
                 }
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+            tokio::time::sleep(delay.min(deadline - now)).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
         }
         self.stream_logs(arm, job).await;
         // Still running after the engine finished: it will be deleted; Prefect already has
