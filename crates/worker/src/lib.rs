@@ -12,6 +12,7 @@
 //! - [`health`]: the `/health` endpoint of `--with-healthcheck`.
 
 pub mod aci;
+pub mod cancellation;
 pub mod config;
 pub mod health;
 pub mod infrastructure;

@@ -259,6 +259,16 @@ pub async fn run<I: Infrastructure>(
     heartbeat(&shared).await;
     let tracker = TaskTracker::new();
     recover(&shared, &tracker).await;
+    let (cancel_tx, mut cancel_rx) = tokio::sync::mpsc::unbounded_channel::<Uuid>();
+    if shared.server.supports_events() {
+        tokio::spawn(crate::cancellation::watch_cancellations(
+            shared.client.api_url().to_string(),
+            shared.config.auth.clone(),
+            shared.pool_id(),
+            cancel_tx,
+            shared.shutdown.clone(),
+        ));
+    }
 
     let slots = shared.config.limit.map(|l| Arc::new(Semaphore::new(l)));
     let mut poll_tick = tokio::time::interval(shared.config.query_interval);
@@ -294,6 +304,13 @@ pub async fn run<I: Infrastructure>(
                 heartbeat(&shared).await;
             }
             _ = observe_tick.tick() => observe(&shared).await,
+            Some(id) = cancel_rx.recv() => {
+                let control = shared.in_flight.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned();
+                if let Some(control) = control {
+                    tracing::info!(flow_run.id = %id, "cancellation requested (event)");
+                    control.cancel.cancel();
+                }
+            }
             _ = recover_tick.tick() => recover(&shared, &tracker).await,
         }
     }

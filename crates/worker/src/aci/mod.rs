@@ -693,7 +693,11 @@ impl AciInfrastructure {
         // see the exit so the code and the last log lines are real: longer when the logs are
         // streamed (output buffered until exit must not be lost), briefly otherwise (the group
         // bills until it is deleted). Reads back off: 0.5, 1, 2, 4 ... seconds.
-        let budget = if spec.stream_output { Duration::from_secs(30) } else { Duration::from_secs(4) };
+        let budget = if spec.stream_output {
+            Duration::from_secs(30)
+        } else {
+            Duration::from_secs(4)
+        };
         let deadline = Instant::now() + budget;
         let mut delay = Duration::from_millis(500);
         let mut exit = None;
