@@ -28,12 +28,14 @@ import hashlib
 import json
 import os
 import re
+import sys
 import threading
 import time
 
 ARM_URL = os.environ.get("BENCH_ARM_URL")
 
-if ARM_URL:
+
+def _install():
     import httpx
     import azure.identity
     from azure.core.credentials import AccessToken
@@ -162,7 +164,7 @@ if ARM_URL:
             try:
                 while True:
                     time.sleep(DEPLOYMENT_POLL)
-                    r = self._client._client.send_request(HttpRequest("GET", f"{self._path}?api-version={self._api}"))
+                    r = self._client._client.send_request(HttpRequest("GET", f"{ARM_URL.rstrip('/')}{self._path}?api-version={self._api}"))
                     if r.status_code == 200:
                         state = r.json().get("properties", {}).get("provisioningState")
                         if state in ("Succeeded", "Failed", "Canceled"):
@@ -206,9 +208,25 @@ if ARM_URL:
             body = {k: group[k] for k in ("location", "properties", "identity", "tags", "zones") if k in group}
             path = f"{rg_id}/providers/Microsoft.ContainerInstance/containerGroups/{group['name']}"
             api = group.get("apiVersion", "2022-09-01")
-            r = self._client._client.send_request(HttpRequest("PUT", f"{path}?api-version={api}", json=body))
+            r = self._client._client.send_request(HttpRequest("PUT", f"{ARM_URL.rstrip('/')}{path}?api-version={api}", json=body))
             if r.status_code >= 400:
                 raise HttpResponseError(message=f"DeploymentFailed: {r.status_code} {r.text()[:500]}", response=r)
             return DeploymentPoller(self._client, path, api)
 
     ResourceManagementClient.deployments = property(lambda self: Deployments(self))
+
+
+class _PatchOnFirstUse:
+    """Installs the patches when prefect_azure is first imported, so processes that never load
+    the worker (the CLI parent) pay nothing for the shim, and the worker pays only for modules
+    prefect-azure imports anyway."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "prefect_azure":
+            sys.meta_path.remove(self)
+            _install()
+        return None
+
+
+if ARM_URL:
+    sys.meta_path.insert(0, _PatchOnFirstUse())
