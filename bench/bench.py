@@ -293,7 +293,8 @@ def launch_worker(args, emu, pool, outdir):
     if args.worker.startswith("rust"):
         env["AZURE_RESOURCE_MANAGER_ENDPOINT"] = emu.env["AZURE_RESOURCE_MANAGER_ENDPOINT"]
         env["AZURE_AUTHORITY_HOST"] = emu.env["AZURE_AUTHORITY_HOST"]
-        env["RUST_LOG"] = os.environ.get("BENCH_RUST_LOG", "warn")
+        if os.environ.get("BENCH_RUST_LOG"):
+            env["PREFECT_ACI_LOG"] = os.environ["BENCH_RUST_LOG"]
         if args.worker == "rust-polling":
             env["PREFECT_ACI_EVENTS_PICKUP"] = "false"
         cmd = [args.binary, "worker", "start", "--pool", pool, "--name", f"bench-{args.worker}", "--with-healthcheck"]
@@ -429,6 +430,7 @@ def phase_burst(args, prefect, emu, sampler, deployment_id):
         "peak_rss_bytes": w["peak_rss"],
         "arm": by_operation(stats_delta(stats0, stats1), n),
         "wall_seconds": t1 - t0,
+        "per_run": {rid: {k: v for k, v in r.items() if k in ("created", "group_created", "end_time", "group_gone", "state")} for rid, r in runs.items()},
     }
 
 

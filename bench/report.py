@@ -83,6 +83,7 @@ def main():
     ap.add_argument("--binary", required=True)
     ap.add_argument("--python-venv", required=True)
     ap.add_argument("--server-venv", required=True)
+    ap.add_argument("--db", default="sqlite")
     a = ap.parse_args()
     out = Path(a.out)
     res = {}
@@ -105,7 +106,7 @@ def main():
     w(f"- **Python worker:** prefect-azure {pip_version(a.python_venv, 'prefect-azure')}, prefect {pip_version(a.python_venv, 'prefect')}, "
       f"azure-mgmt-containerinstance {pip_version(a.python_venv, 'azure-mgmt-containerinstance')}, azure-mgmt-resource {pip_version(a.python_venv, 'azure-mgmt-resource')}, "
       f"azure-core {pip_version(a.python_venv, 'azure-core')}, {sh(str(Path(a.python_venv) / 'bin' / 'python'), '--version')}")
-    w(f"- **Server:** Prefect {pip_version(a.server_venv, 'prefect')} (SQLite), one server for all workers; the ACI emulator (`prefect-aci emulator`, a fresh one per worker) with real ARM throttling (reads 250 burst/25 s⁻¹, writes 200/10 s⁻¹, deletes 200/10 s⁻¹) and ACI create/delete quotas off")
+    w(f"- **Server:** Prefect {pip_version(a.server_venv, 'prefect')} ({'PostgreSQL ' + sh('postgres', '--version').split()[-3] if a.db == 'postgres' else 'SQLite'}), one server for all workers; the ACI emulator (`prefect-aci emulator`, a fresh one per worker) with real ARM throttling (reads 250 burst/25 s⁻¹, writes 200/10 s⁻¹, deletes 200/10 s⁻¹) and ACI create/delete quotas off")
     w("- **Workers:** default settings (query every 10 s, prefetch 10 s, heartbeat 30 s); ours with `--with-healthcheck` so `/metrics` can be read")
     w("- **Container:** `bench/image/bin/prefect` — sets the run Running, sleeps the flow's length, sets Completed, exits 0 (what the engine does, cheaply)")
     w("")

@@ -6,6 +6,11 @@
 #   make bench              # full: 200-run burst, 1,000 concurrent 10-minute runs (~1 h)
 #   bench/run.sh --quick    # CI-sized: 20-run burst, 40 concurrent 1-minute runs (~5 min)
 #   bench/run.sh --workers "rust python"   # choose workers (rust, rust-polling, python)
+#   bench/run.sh --sqlite   # the server on SQLite instead of a throwaway PostgreSQL 15
+#
+# The Prefect server runs on PostgreSQL when `initdb`/`pg_ctl` are installed: on SQLite a burst
+# of runs makes the server answer 503 (database locked) and the workers' retries, not the
+# workers, would dominate pickup latency.
 #
 # Raw results and logs stay in bench/out/<worker>/ (git-ignored).
 set -euo pipefail
@@ -14,11 +19,13 @@ cd "$REPO_ROOT"
 
 MODE=full
 WORKERS="rust rust-polling python"
+DB=postgres
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) MODE=quick ;;
+    --sqlite) DB=sqlite ;;
     --workers) WORKERS="$2"; shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -37,12 +44,37 @@ cargo build --release --locked -p prefect-aci >&2
 BIN="$REPO_ROOT/target/release/prefect-aci"
 
 STATE="$(mktemp -d "${TMPDIR:-/tmp}/prefect-aci-bench.XXXXXX")"
-cleanup() { stop_prefect_server "$STATE/server"; rm -rf "$STATE"; }
+chmod 755 "$STATE"
+PG_AS=()
+[[ $(id -u) == 0 ]] && PG_AS=(runuser -u postgres --)  # PostgreSQL refuses to run as root
+cleanup() {
+  stop_prefect_server "$STATE/server"
+  [[ -d $STATE/pg/data ]] && "${PG_AS[@]}" pg_ctl -D "$STATE/pg/data" -m fast -w stop >/dev/null 2>&1 || true
+  rm -rf "$STATE"
+}
 trap cleanup EXIT
-# Generous server-side timeouts: a burst of runs and 1,000 containers reporting states load
-# SQLite; the benchmark measures workers, not the server's lock contention.
-API_URL="$(start_prefect_server "$VENV3" "$STATE/server" PREFECT_SERVER_DATABASE_TIMEOUT=60 PREFECT_SERVER_DATABASE_CONNECTION_TIMEOUT=30)"
-log "Prefect server at $API_URL ($MODE mode; workers: $WORKERS)"
+
+# start_postgres DIR -> prints a SQLAlchemy URL of a fresh, throwaway database
+start_postgres() {
+  local dir="$1" port; port="$(free_port)"
+  mkdir -p "$dir"
+  [[ $(id -u) == 0 ]] && chown postgres "$dir"
+  "${PG_AS[@]}" initdb -D "$dir/data" -A trust -U postgres >"$dir/initdb.log" 2>&1
+  "${PG_AS[@]}" pg_ctl -D "$dir/data" -l "$dir/pg.log" -w \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null
+  psql -h 127.0.0.1 -p "$port" -U postgres -qc "create database prefect" >&2
+  echo "postgresql+asyncpg://postgres@127.0.0.1:$port/prefect"
+}
+
+SERVER_ENV=()
+if [[ $DB == postgres ]] && command -v initdb >/dev/null && command -v pg_ctl >/dev/null; then
+  PG_URL="$(start_postgres "$STATE/pg")"
+  SERVER_ENV=(PREFECT_API_DATABASE_CONNECTION_URL="$PG_URL" PREFECT_SERVER_DATABASE_CONNECTION_URL="$PG_URL")
+else
+  DB=sqlite
+fi
+API_URL="$(start_prefect_server "$VENV3" "$STATE/server" "${SERVER_ENV[@]}")"
+log "Prefect server at $API_URL on $DB ($MODE mode; workers: $WORKERS)"
 
 OUT="$REPO_ROOT/bench/out"
 mkdir -p "$OUT"
@@ -55,5 +87,5 @@ for w in $WORKERS; do
   "$VENV3/bin/python" bench/bench.py --worker "$w" --api-url "$API_URL" --binary "$BIN" \
     --python-venv "$VENVPY" --out "$OUT/$w" --metrics-port "$(free_port)" "${ARGS[@]}" "${extra[@]}"
 done
-"$VENV3/bin/python" bench/report.py --out "$OUT" --mode "$MODE" --binary "$BIN" --python-venv "$VENVPY" --server-venv "$VENV3" > bench/RESULTS.md
+"$VENV3/bin/python" bench/report.py --out "$OUT" --mode "$MODE" --binary "$BIN" --python-venv "$VENVPY" --server-venv "$VENV3" --db "$DB" > bench/RESULTS.md
 log "wrote bench/RESULTS.md"

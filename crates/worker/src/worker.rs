@@ -238,13 +238,21 @@ pub async fn run<I: Infrastructure>(
     }
     heartbeat_tick.reset();
     recover_tick.reset();
+    let pickup = if shared.server.supports_events() && crate::pickup::enabled_from_env() {
+        crate::pickup::start(shared.client.api_url(), shared.config.auth.clone(), shared.pool_id(), shutdown.clone())
+    } else {
+        crate::pickup::Pickup::default()
+    };
 
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = poll_tick.tick() => {
                 match poll(&shared, &tracker, slots.as_ref()).await {
-                    Ok(()) => health_state.polled(),
+                    Ok(()) => {
+                        health_state.polled();
+                        crate::metrics::global().polled();
+                    }
                     Err(e) => tracing::warn!(error = %e, "polling for scheduled flow runs failed; will retry"),
                 }
                 if shared.config.run_once {
@@ -256,6 +264,9 @@ pub async fn run<I: Infrastructure>(
             }
             _ = observe_tick.tick() => observe(&shared).await,
             _ = recover_tick.tick() => recover(&shared, &tracker).await,
+            // Pickup by events: fire the ticks now instead of waiting for their interval.
+            _ = pickup.poll.notified() => poll_tick.reset_immediately(),
+            _ = pickup.observe.notified() => observe_tick.reset_immediately(),
         }
     }
 
@@ -433,6 +444,9 @@ pub fn submit<I: Infrastructure>(
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) {
     let control = RunControl::new();
+    let due = matches!(start, Phase::Claim).then(|| crate::metrics::Metrics::due_time(fr.created, fr.expected_start_time));
+    crate::metrics::global().run_submitted(due.flatten());
+    let ended = control.clone();
     shared
         .in_flight
         .lock()
@@ -442,6 +456,7 @@ pub fn submit<I: Infrastructure>(
     tracker.spawn(async move {
         let id = fr.id;
         drive(shared.clone(), fr, control, start).await;
+        crate::metrics::global().run_ended(ended.state.borrow().as_ref());
         shared.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         drop(permit);
     });

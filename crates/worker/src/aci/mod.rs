@@ -173,6 +173,7 @@ impl AciInfrastructure {
             config.retry = self.options.retry.clone();
             let client = ArmClient::new(config).map_err(|e| InfraError::invalid(error_chain(&e)))?;
             self.metrics.lock().unwrap_or_else(|e| e.into_inner()).push(client.metrics());
+            crate::metrics::global().register_arm(client.metrics());
             Ok::<_, InfraError>(client)
         })
         .await
