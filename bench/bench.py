@@ -448,9 +448,13 @@ def phase_steady(args, prefect, emu, sampler, deployment_id):
         if up >= m:
             break
         time.sleep(1.0)
-    t_ramped = time.time()
+    t_up = time.time()
     up_at_window = up
-    log(f"(c) {up}/{m} groups up after {t_ramped - t0:.0f}s; measuring {args.steady_window}s")
+    # Let the creation tail (operation polls, first reads; Python's 30 s deployment poll) pass:
+    # the window measures runs that are just running.
+    log(f"(c) {up}/{m} groups up after {t_up - t0:.0f}s; settling {args.steady_settle}s, then measuring {args.steady_window}s")
+    time.sleep(args.steady_settle)
+    t_ramped = time.time()
     s_w0 = emu.stats()
     time.sleep(args.steady_window)
     s_w1 = emu.stats()
@@ -473,7 +477,9 @@ def phase_steady(args, prefect, emu, sampler, deployment_id):
         "runs": m,
         "flow_seconds": args.steady_flow_seconds,
         "groups_up_at_window": up_at_window,
-        "ramp_seconds": t_ramped - t0,
+        "ramp_seconds": t_up - t0,
+        "settle_seconds": args.steady_settle,
+        "window_arm": by_operation(window_delta, 1),
         "ramp_429": sum(c for (op, st), c in ramp_delta.items() if st == 429),
         "window_seconds": t_w1 - t_ramped,
         "window_arm_requests_per_second": window_total / (t_w1 - t_ramped),
@@ -505,6 +511,7 @@ def main():
     ap.add_argument("--steady-runs", type=int, default=1000)
     ap.add_argument("--steady-flow-seconds", type=float, default=600)
     ap.add_argument("--steady-window", type=float, default=120)
+    ap.add_argument("--steady-settle", type=float, default=60)
     ap.add_argument("--phase-timeout", type=float, default=600)
     ap.add_argument("--metrics-port", type=int, default=0)
     ap.add_argument("--skip", default="", help="comma-separated phases to skip (burst,steady)")

@@ -4,7 +4,7 @@
 # each worker a separate process measured from /proc. Writes bench/RESULTS.md.
 #
 #   make bench              # full: 200-run burst, 1,000 concurrent 10-minute runs (~1 h)
-#   bench/run.sh --quick    # CI-sized: 20-run burst, 40 concurrent 1-minute runs (~5 min)
+#   bench/run.sh --quick    # CI-sized: 20-run burst, 30 concurrent 85-second runs (~5 min)
 #   bench/run.sh --workers "rust python"   # choose workers (rust, rust-polling, python)
 #   bench/run.sh --sqlite   # the server on SQLite instead of a throwaway PostgreSQL 15
 #
@@ -32,9 +32,9 @@ while [[ $# -gt 0 ]]; do
 done
 
 if [[ $MODE == quick ]]; then
-  ARGS=(--idle-seconds 8 --burst-runs 20 --burst-flow-seconds 10 --steady-runs 40 --steady-flow-seconds 60 --steady-window 20 --phase-timeout 180)
+  ARGS=(--idle-seconds 6 --burst-runs 20 --burst-flow-seconds 10 --steady-runs 30 --steady-flow-seconds 85 --steady-settle 32 --steady-window 15 --phase-timeout 180)
 else
-  ARGS=(--idle-seconds 20 --burst-runs 200 --burst-flow-seconds 60 --steady-runs 1000 --steady-flow-seconds 600 --steady-window 120 --phase-timeout 900)
+  ARGS=(--idle-seconds 20 --burst-runs 200 --burst-flow-seconds 60 --steady-runs 1000 --steady-flow-seconds 600 --steady-settle 60 --steady-window 120 --phase-timeout 900)
 fi
 
 VENV3="$(ensure_venv prefect3 python/requirements-prefect3.txt)"

@@ -224,9 +224,14 @@ pub async fn run<I: Infrastructure>(
         resource: shared.worker_resource(),
         related: vec![shared.pool_related()],
     });
-    heartbeat(&shared).await;
     let tracker = TaskTracker::new();
-    recover(&shared, &tracker).await;
+    // The first heartbeat and recovery run beside the first poll instead of before it: a
+    // started worker picks up runs at once (launch → first poll is benchmarked, bench/).
+    let (s, t) = (shared.clone(), tracker.clone());
+    tracker.spawn(async move {
+        heartbeat(&s).await;
+        recover(&s, &t).await;
+    });
 
     let slots = shared.config.limit.map(|l| Arc::new(Semaphore::new(l)));
     let mut poll_tick = tokio::time::interval(shared.config.query_interval);
