@@ -154,6 +154,7 @@ pub async fn drive<I: Infrastructure>(
                 break;
             }
             let name = phase.name();
+            crate::metrics::global().step(name);
             tracing::debug!(phase = name, "step");
             match step(&mut run, phase).await {
                 Ok(next) => {
