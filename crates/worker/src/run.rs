@@ -13,7 +13,7 @@
 //! retried step, or a restarted worker, cannot create a second container group.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prefect_client::models::{Deployment, Flow, FlowRun, SetStateStatus, StateCreate, StateType};
 use prefect_client::{ApiError, PrefectClient};
@@ -147,6 +147,7 @@ pub async fn drive<I: Infrastructure>(
             control,
             attempts: 0,
             deployment: None,
+            claim: None,
         };
         let mut phase = start;
         loop {
@@ -191,6 +192,8 @@ struct RunState<I: Infrastructure> {
     attempts: u32,
     /// Read while claiming; reused to build the configuration.
     deployment: Option<Deployment>,
+    /// Our accepted Pending state and when we got it (see [`won_claim`]).
+    claim: Option<(Option<Uuid>, Instant)>,
 }
 
 type StepResult<J> = Result<Phase<J>, (StepError, Phase<J>)>;
@@ -239,6 +242,7 @@ async fn step<I: Infrastructure>(
                 SetStateStatus::Accept
                     if resp.state.as_ref().map(|s| &s.state_type) == Some(&StateType::Pending) =>
                 {
+                    run.claim = Some((resp.state.as_ref().and_then(|st| st.id), Instant::now()));
                     Ok(Phase::Configure)
                 }
                 SetStateStatus::Wait => {
@@ -320,6 +324,12 @@ async fn step<I: Infrastructure>(
             if run.control.cancel.is_cancelled() {
                 return Ok(Phase::Cancel(sub));
             }
+            if let Some((Some(ours), at)) = run.claim.take() {
+                if !won_claim(client, id, ours, at).await {
+                    tracing::info!("another worker claimed flow run '{id}' at the same time; leaving it to them");
+                    return Ok(Phase::Done);
+                }
+            }
             // The identifier is deterministic, so it is reported before the infrastructure
             // exists: a cancellation or a restarted worker can find a launch in progress.
             client
@@ -367,28 +377,36 @@ async fn step<I: Infrastructure>(
                 Some(sub.submitted_event),
                 Some((&sub.identifier, exit.status_code)),
             );
-            if exit.status_code != 0 {
-                let current = client
-                    .read_flow_run(id)
+            let current = client
+                .read_flow_run(id)
+                .await
+                .map_err(fail(Phase::Finish(sub.clone(), exit.clone())))?;
+            let state = current
+                .as_ref()
+                .and_then(|r| r.current_state_type().cloned());
+            let is_final = state.as_ref().is_some_and(StateType::is_final);
+            // A non-zero exit crashes any run the engine did not finish (Prefect's rule). A
+            // clean exit that left the run Pending or Running would leave a zombie: the engine
+            // never reported, so crash it too. Paused or rescheduled runs are left alone.
+            let stuck = matches!(state, Some(StateType::Pending | StateType::Running));
+            let message = if exit.status_code != 0 && !is_final {
+                Some(format!(
+                    "Flow run infrastructure exited with non-zero status code {}.",
+                    exit.status_code
+                ))
+            } else if exit.status_code == 0 && stuck {
+                Some("Flow run infrastructure exited with status code 0 without the flow run reporting a final state.".to_string())
+            } else {
+                None
+            };
+            if let Some(mut message) = message {
+                if let Some(x) = &exit.explanation {
+                    message.push(' ');
+                    message.push_str(x);
+                }
+                propose_crashed(client, id, &message, &run.logger)
                     .await
                     .map_err(fail(Phase::Finish(sub.clone(), exit.clone())))?;
-                let is_final = current
-                    .as_ref()
-                    .and_then(|r| r.current_state_type().cloned())
-                    .is_some_and(|t| t.is_final());
-                if !is_final {
-                    let mut message = format!(
-                        "Flow run infrastructure exited with non-zero status code {}.",
-                        exit.status_code
-                    );
-                    if let Some(x) = &exit.explanation {
-                        message.push(' ');
-                        message.push_str(x);
-                    }
-                    propose_crashed(client, id, &message, &run.logger)
-                        .await
-                        .map_err(fail(Phase::Finish(sub.clone(), exit.clone())))?;
-                }
             }
             Ok(Phase::Cleanup(sub))
         }
@@ -511,6 +529,37 @@ async fn configure<I: Infrastructure>(run: &mut RunState<I>) -> StepResult<I::Jo
         ctx,
         submitted_event: Uuid::now_v7(),
     })))
+}
+
+/// Whether our Pending is the run's first accepted Pending.
+///
+/// Prefect servers on SQLite can accept two concurrent Pending proposals for one run: both
+/// transactions read `Scheduled` before either commits. Every claimant reads the run's state
+/// history once the commits have landed and agrees on one owner — the earliest accepted
+/// `Pending` — so exactly one worker launches. (The deterministic container group name keeps
+/// even a lost tie from creating a second container.) Read errors fall back to proceeding:
+/// an unreachable API must not strand a claimed run.
+async fn won_claim(client: &PrefectClient, id: Uuid, ours: Uuid, claimed_at: Instant) -> bool {
+    const SETTLE: Duration = Duration::from_millis(750);
+    let waited = claimed_at.elapsed();
+    if waited < SETTLE {
+        tokio::time::sleep(SETTLE - waited).await;
+    }
+    let states = match client.read_flow_run_states(id).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the state history; assuming the claim is ours");
+            return true;
+        }
+    };
+    let first = states
+        .iter()
+        .filter(|s| s.state_type == StateType::Pending && s.name.as_deref() == Some("Pending"))
+        .min_by_key(|s| s.timestamp);
+    match first.and_then(|s| s.id) {
+        Some(first) => first == ours,
+        None => true,
+    }
 }
 
 /// The one place that decides what a failed step means for the run.

@@ -575,16 +575,21 @@ async fn orphaned_runs<I: Infrastructure>(shared: &Arc<Shared<I>>) -> Result<Vec
             Some(&json!({})),
         )
         .await?;
-    let online: Vec<String> = workers
-        .as_array()
-        .map(|ws| {
-            ws.iter()
-                .filter(|w| w["status"] == "ONLINE")
-                .filter_map(|w| w["name"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let others_online = online.iter().any(|n| *n != shared.config.name);
+    // A worker counts as gone when the server lists it OFFLINE (no heartbeat for three
+    // intervals). One the server does not list yet may have just started and not
+    // heartbeated: its runs are left alone until they are older than three intervals.
+    let mut status: HashMap<String, String> = HashMap::new();
+    for w in workers.as_array().into_iter().flatten() {
+        if let (Some(n), Some(st)) = (w["name"].as_str(), w["status"].as_str()) {
+            status.insert(n.to_string(), st.to_string());
+        }
+    }
+    let others_online = status
+        .iter()
+        .any(|(n, st)| st == "ONLINE" && *n != shared.config.name);
+    let stale_after =
+        chrono::Duration::from_std(shared.config.heartbeat_interval * 3).unwrap_or_default();
+    let now = Utc::now();
     Ok(runs
         .into_iter()
         .filter(|fr| {
@@ -598,10 +603,20 @@ async fn orphaned_runs<I: Infrastructure>(shared: &Arc<Shared<I>>) -> Result<Vec
                 .as_ref()
                 .and_then(|l| l.get("prefect.worker.name"))
                 .and_then(Value::as_str);
+            let stale = fr
+                .state
+                .as_ref()
+                .and_then(|s| s.timestamp)
+                .is_some_and(|t| now - t > stale_after);
             match owner {
-                Some(name) => name == shared.config.name || !online.iter().any(|n| n == name),
+                Some(name) if name == shared.config.name => true,
+                Some(name) => match status.get(name).map(String::as_str) {
+                    Some("ONLINE") => false,
+                    Some(_) => true,
+                    None => stale,
+                },
                 // Servers without labels (2.x): only when no other worker is alive.
-                None => !others_online,
+                None => !others_online && stale,
             }
         })
         .map(|fr| fr.id)
