@@ -152,9 +152,16 @@ pub fn is_secret_name(name: &str, extra: &[String]) -> bool {
     matches!(
         upper.as_str(),
         "PREFECT_API_KEY" | "PREFECT_API_AUTH_STRING"
-    ) || ["KEY", "SECRET", "TOKEN", "PASSWORD"]
-        .iter()
-        .any(|w| upper.contains(w))
+    ) || [
+        "KEY",
+        "SECRET",
+        "TOKEN",
+        "PASSWORD",
+        "AUTH_STRING",
+        "CREDENTIAL",
+    ]
+    .iter()
+    .any(|w| upper.contains(w))
         || extra.iter().any(|e| e.eq_ignore_ascii_case(name))
 }
 
