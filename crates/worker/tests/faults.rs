@@ -222,12 +222,21 @@ async fn worker_killed_at_every_point_of_a_run_s_life() {
     let kills = if soak() { 20 } else { 5 };
     let mut s = Scenario::new(
         "worker-killed",
-        &format!("worker killed {kills} times (runtime dropped) at cycling points of a run's life; a fresh worker follows each kill"),
+        &format!("worker killed {kills} times (runtime dropped) at cycling points of a run's life, a fresh worker after each kill; plus one run left Pending by a worker that died right after claiming it"),
     )
     .await;
     let first = Killable::start(s.config(), &s.emu);
     s.wait_pool().await;
     let dep = s.deployment("flows.py:sleepy", s.vars()).await;
+    // A worker that died right after claiming: the run is Pending, with no identifier and no
+    // container. Nothing can be adopted; it must be handed back and run.
+    let claimed = s.run(dep, json!({"seconds": 1}), Expect::Completed).await;
+    s.api
+        .post(
+            &format!("/flow_runs/{claimed}/set_state"),
+            json!({"state": {"type": "PENDING", "name": "Pending"}, "force": true}),
+        )
+        .await;
     let mut worker = Some(first);
     for i in 0..kills {
         let point = KILL_POINTS[i % KILL_POINTS.len()];
@@ -397,9 +406,21 @@ async fn two_workers_on_one_pool() {
     for _ in 0..n {
         s.run(dep, json!({}), Expect::Completed).await;
     }
-    let creates_before = s.emu.stats().count("containerGroups.createOrUpdate", 201);
+    let runs: Vec<Uuid> = s.ledger.runs.iter().map(|(id, _)| *id).collect();
+    let api = Api::new(&s.url);
     let finals = s.finish(Duration::from_secs(300)).await;
-    let _ = (creates_before, finals);
+    drop(finals);
+    // Neither worker may "adopt" a run the other one is alive and watching.
+    let mut adopted = Vec::new();
+    for run in runs {
+        if api.logs(run).await.iter().any(|l| l.contains("adopted flow run")) {
+            adopted.push(run);
+        }
+    }
+    assert!(
+        adopted.is_empty(),
+        "runs adopted although their worker was alive: {adopted:?}"
+    );
     a.stop().await;
     b.stop().await;
 }
@@ -412,6 +433,24 @@ async fn bad_job_variables() {
         "24 kinds of invalid job variables, then a good run on the same worker",
     )
     .await;
+    // A pool whose variable schema only names the variables (as users' edited templates
+    // may): Prefect then accepts any value, and the worker is the one that must refuse it.
+    let mut loose = prefect_aci_worker::template::base_job_template();
+    if let Some(props) = loose["variables"]["properties"].as_object_mut() {
+        for p in props.values_mut() {
+            if let Some(o) = p.as_object_mut() {
+                o.retain(|k, _| k == "title" || k == "description" || k == "default");
+            }
+        }
+    }
+    if let Some(o) = loose["variables"].as_object_mut() {
+        o.remove("required");
+    }
+    s.api
+        .0
+        .create_work_pool(&s.pool, prefect_aci_worker::template::POOL_TYPE, Some(&loose), None)
+        .await
+        .expect("create the loose pool");
     let w = start_worker(s.config(), &s.emu);
     s.wait_pool().await;
     let dep = s.deployment("flows.py:hello", s.vars()).await;
@@ -534,6 +573,8 @@ async fn cancellation_at_every_stage() {
         "cancelled while Scheduled (before any worker), while the group is provisioning (8 s provisioning), and while Running",
     )
     .await;
+    let w = start_worker(s.config(), &s.emu);
+    s.wait_pool().await;
     let mut vars = s.vars();
     vars["cancel_grace_seconds"] = json!(3);
     let dep = s.deployment("flows.py:sleepy", vars).await;
@@ -544,8 +585,16 @@ async fn cancellation_at_every_stage() {
         )
         .await;
     }
-    // Scheduled: cancelled before any worker runs.
-    let scheduled = s.api.create_flow_run(dep, json!({})).await;
+    // Scheduled (for later, so no worker takes it first), then cancelled: never launched.
+    let later = (chrono::Utc::now() + chrono::Duration::seconds(20)).to_rfc3339();
+    let v = s
+        .api
+        .post(
+            &format!("/deployments/{dep}/create_flow_run"),
+            json!({"state": {"type": "SCHEDULED", "name": "Scheduled", "state_details": {"scheduled_time": later}}}),
+        )
+        .await;
+    let scheduled: Uuid = v["id"].as_str().unwrap().parse().unwrap();
     s.ledger.add(scheduled, Expect::Cancelled);
     s.api
         .post(
@@ -553,8 +602,6 @@ async fn cancellation_at_every_stage() {
             json!({"state": {"type": "CANCELLED", "name": "Cancelled"}, "force": true}),
         )
         .await;
-    let w = start_worker(s.config(), &s.emu);
-    s.wait_pool().await;
     // Provisioning: slow provisioning, cancel as soon as the group exists.
     let mut f = s.emu.faults();
     f.provisioning_delay_ms = Some(8000);
@@ -779,4 +826,223 @@ async fn prefect_server_outage() {
     w.stop().await;
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An admin ARM token for direct checks of what ARM returns.
+async fn admin_token(emu: &Emulator) -> String {
+    reqwest::Client::new()
+        .post(emu.token_endpoint())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", emu.config().admin.client_id.as_str()),
+            (
+                "client_secret",
+                emu.config().admin.client_secret.as_deref().unwrap_or(""),
+            ),
+            ("scope", "https://management.azure.com/.default"),
+        ])
+        .send()
+        .await
+        .expect("token request")
+        .json::<Value>()
+        .await
+        .expect("token json")["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
+}
+
+/// Issue 7 item 3: secret values never reach a log line, an error chain (the crash message
+/// Prefect stores), the health/metrics endpoints or an ARM GET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_stay_out_of_logs_error_chains_health_and_arm() {
+    let mut s = Scenario::new(
+        "secrets",
+        "a wrong aci_credentials secret (crash message = error chain), a right one with secret env values and keep_container_group (ARM GET checked), a failing flow with secrets in env, /health and /metrics read",
+    )
+    .await;
+    let wrong = format!("wrong-secret-{}", Uuid::new_v4().simple());
+    s.ledger.secrets.push(wrong.clone());
+    let health_port = free_port();
+    let mut config = s.config();
+    config.healthcheck = Some(([127, 0, 0, 1], health_port).into());
+    let w = start_worker(config, &s.emu);
+    s.wait_pool().await;
+    let c = s.emu.config().clone();
+    let mut bad = s.vars();
+    bad["aci_credentials"] = json!({"client_id": c.admin.client_id, "tenant_id": c.tenant_id, "client_secret": wrong});
+    let mut good = s.vars();
+    good["aci_credentials"] = json!({"client_id": c.admin.client_id, "tenant_id": c.tenant_id, "client_secret": c.admin.client_secret});
+    good["keep_container_group"] = json!(true);
+    good["env"]["DB_PASSWORD"] = json!(s.secret);
+    let dep_bad = s.deployment("flows.py:hello", bad).await;
+    let dep_good = s.deployment("flows.py:hello", good).await;
+    let dep_failing = s.deployment("flows.py:failing", s.vars()).await;
+    let crashed = s.run(dep_bad, json!({}), Expect::Crashed).await;
+    let kept = s.run(dep_good, json!({}), Expect::Completed).await;
+    s.run(dep_failing, json!({}), Expect::AnyFinal).await;
+
+    // The kept group: ARM must not return secure values; then delete it ourselves.
+    let fr = wait_for(Duration::from_secs(180), "the kept run to finish", || async {
+        let fr = s.api.flow_run(kept).await;
+        report::is_final(&fr).then_some(fr)
+    })
+    .await;
+    let token = admin_token(&s.emu).await;
+    let group = wait_for(Duration::from_secs(30), "the kept group", || async {
+        s.emu
+            .groups()
+            .into_iter()
+            .find(|g| g.name.contains(&kept.to_string()))
+    })
+    .await;
+    let url = format!(
+        "{}/subscriptions/{}/resourceGroups/{RG}/providers/Microsoft.ContainerInstance/containerGroups/{}?api-version=2025-09-01",
+        s.emu.arm_url(),
+        c.subscription_id,
+        group.name
+    );
+    let http = reqwest::Client::new();
+    let body = http
+        .get(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("PLAIN_SETTING") && body.contains("visible"), "{body}");
+    let arm_leaks = s.ledger.secrets.iter().filter(|x| body.contains(x.as_str())).count();
+    let status = http.delete(&url).bearer_auth(&token).send().await.unwrap().status();
+    assert!(status.is_success(), "delete the kept group: {status}");
+    let health = http
+        .get(format!("http://127.0.0.1:{health_port}/health"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    let mut endpoint_text = String::new();
+    for path in ["health", "metrics"] {
+        if let Ok(r) = http
+            .get(format!("http://127.0.0.1:{health_port}/{path}"))
+            .send()
+            .await
+        {
+            endpoint_text.push_str(&r.text().await.unwrap_or_default());
+        }
+    }
+    let endpoint_leaks = s
+        .ledger
+        .secrets
+        .iter()
+        .filter(|x| endpoint_text.contains(x.as_str()))
+        .count();
+    let _ = fr;
+    let api = Api::new(&s.url);
+    let mut row_extra = arm_leaks + endpoint_leaks;
+    s.row.what.push_str(&format!(" (health: HTTP {health})"));
+    let secrets = s.ledger.secrets.clone();
+    let finals = {
+        let mut s = s;
+        let f = audit(
+            &mut s.row,
+            &s.api,
+            &s.emu,
+            &s.ledger,
+            Duration::from_secs(180),
+            s.started,
+        )
+        .await;
+        s.row.secrets_found += row_extra;
+        finish(&s.row);
+        f
+    };
+    row_extra = 0;
+    let _ = row_extra;
+    assert_eq!(health, 200, "the healthcheck answers");
+    let msg = finals
+        .iter()
+        .find(|f| f["id"] == json!(crashed.to_string()))
+        .and_then(|f| f["state"]["message"].as_str())
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        msg.contains("aci_credentials") || msg.to_lowercase().contains("client secret") || msg.contains("AADSTS"),
+        "the crash says which credential failed: {msg}"
+    );
+    for secret in &secrets {
+        assert!(!msg.contains(secret.as_str()), "{msg}");
+    }
+    let _ = api;
+    w.stop().await;
+}
+
+/// Issue 7 item 3: TLS certificates are verified by default; a private CA is trusted only
+/// when asked (`ca_file`). ARM behind an HTTPS proxy with a private-CA certificate: without
+/// the CA the run crashes with a certificate error, with it the run completes. The Prefect
+/// API behind the same kind of proxy: the worker refuses to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_certificates_are_verified_by_default() {
+    let mut s = Scenario::new(
+        "tls",
+        "ARM behind HTTPS with a private-CA certificate: one worker without the CA (run must crash with a certificate error), one with ca_file (run must complete); Prefect behind HTTPS without the CA (worker must refuse to start)",
+    )
+    .await;
+    let arm = proxy::start_tls(&s.emu.arm_url()).await;
+    // Without the CA.
+    let mut untrusting = options(&s.emu);
+    untrusting.environment.cloud.resource_manager = format!("{}/", arm.url).parse().unwrap();
+    untrusting.retry = azure_arm::RetryPolicy::none();
+    let stop_a = tokio_util::sync::CancellationToken::new();
+    let task_a = tokio::spawn(prefect_aci_worker::run(
+        s.config(),
+        prefect_aci_worker::aci::AciInfrastructure::new(untrusting).expect("infra"),
+        stop_a.clone(),
+    ));
+    s.wait_pool().await;
+    let dep = s.deployment("flows.py:hello", s.vars()).await;
+    let refused = s.run(dep, json!({}), Expect::Crashed).await;
+    let fr = wait_for(Duration::from_secs(120), "the untrusted run to end", || async {
+        let fr = s.api.flow_run(refused).await;
+        report::is_final(&fr).then_some(fr)
+    })
+    .await;
+    stop_a.cancel();
+    task_a.await.expect("join").expect("worker a");
+    let msg = fr["state"]["message"].as_str().unwrap_or("").to_string();
+    // With the CA: a second worker on the same pool.
+    let mut trusting = options(&s.emu);
+    trusting.environment.cloud.resource_manager = format!("{}/", arm.url).parse().unwrap();
+    trusting.ca_file = Some(proxy::tls_data("ca.pem"));
+    let stop_b = tokio_util::sync::CancellationToken::new();
+    let task_b = tokio::spawn(prefect_aci_worker::run(
+        s.config(),
+        prefect_aci_worker::aci::AciInfrastructure::new(trusting).expect("infra"),
+        stop_b.clone(),
+    ));
+    s.run(dep, json!({}), Expect::Completed).await;
+    // Prefect over HTTPS with an untrusted certificate.
+    let origin = s.url.trim_end_matches("/api").to_string();
+    let prefect_tls = proxy::start_tls(&origin).await;
+    let refused_start = tokio::time::timeout(
+        Duration::from_secs(120),
+        prefect_aci_worker::run(
+            worker_config(&format!("{}/api", prefect_tls.url), &s.pool),
+            prefect_aci_worker::aci::AciInfrastructure::new(options(&s.emu)).expect("infra"),
+            tokio_util::sync::CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("the worker gives up on an untrusted Prefect API");
+    let finals = s.finish(Duration::from_secs(180)).await;
+    drop(finals);
+    stop_b.cancel();
+    task_b.await.expect("join").expect("worker b");
+    assert!(
+        msg.to_lowercase().contains("certificate") || msg.to_lowercase().contains("tls") || msg.contains("cannot reach"),
+        "the crash names the TLS failure: {msg}"
+    );
+    let err = refused_start.expect_err("an untrusted Prefect certificate must be refused");
+    eprintln!("[faults] untrusted Prefect API: {err}");
 }

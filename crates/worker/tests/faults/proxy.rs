@@ -36,6 +36,8 @@ impl Drop for Proxy {
 
 struct Inner {
     target: String,
+    /// This proxy's own base URL, written over the target's in `Location`-style headers.
+    own: String,
     client: reqwest::Client,
     /// Corrupt one in `every` matching requests.
     every: u64,
@@ -46,8 +48,8 @@ struct Inner {
 }
 
 /// Start a proxy to `target` (scheme://host:port, no path). `matches(method, path)` picks the
-/// requests that may be corrupted; `all_clients` also corrupts requests that are not the
-/// worker's (ARM has only the worker as client).
+/// requests that may be corrupted (one in `every`); `all_clients` also corrupts requests that
+/// are not the worker's (ARM has only the worker as client).
 pub async fn start(
     target: &str,
     every: u64,
@@ -56,9 +58,83 @@ pub async fn start(
 ) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
     let addr = listener.local_addr().expect("proxy addr");
+    serve(listener, format!("http://{addr}"), target, every, all_clients, matches)
+}
+
+/// A transparent HTTPS proxy to `target` whose certificate comes from the private CA in
+/// `tests/data` (issued for 127.0.0.1): trusted only by a client told to trust that CA.
+pub async fn start_tls(target: &str) -> Proxy {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs = CertificateDer::pem_file_iter(tls_data("server.pem"))
+        .expect("server.pem")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certificates");
+    let key = PrivateKeyDer::from_pem_file(tls_data("server.key")).expect("server.key");
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("tls config");
+    let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind tls proxy");
+    let addr = tcp.local_addr().expect("addr");
+    let listener = TlsListener {
+        tcp,
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    };
+    serve(listener, format!("https://{addr}"), target, u64::MAX, false, |_, _| false)
+}
+
+/// The private CA and server certificate the ARM client's own tests use.
+pub fn tls_data(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../azure-arm/tests/data")
+        .join(name)
+}
+
+/// Accepts TCP, completes the TLS handshake, hands the stream to axum.
+struct TlsListener {
+    tcp: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            // A client that rejects the certificate fails the handshake; keep serving.
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+fn serve<L>(
+    listener: L,
+    own: String,
+    target: &str,
+    every: u64,
+    all_clients: bool,
+    matches: fn(&str, &str) -> bool,
+) -> Proxy
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let corrupted = Arc::new(AtomicU64::new(0));
     let inner = Arc::new(Inner {
         target: target.trim_end_matches('/').to_string(),
+        own: own.clone(),
         client: reqwest::Client::new(),
         every,
         seen: AtomicU64::new(0),
@@ -74,7 +150,7 @@ pub async fn start(
         let _ = axum::serve(listener, app).await;
     });
     Proxy {
-        url: format!("http://{addr}"),
+        url: own,
         corrupted,
         task,
     }
@@ -125,8 +201,16 @@ async fn forward(inner: Arc<Inner>, req: Request<Body>) -> Response<Body> {
     }
     let mut b = Response::builder().status(status);
     for (k, v) in rheaders.iter() {
-        if k != "content-length" && k != "transfer-encoding" && k != "connection" {
-            b = b.header(k, v);
+        if k == "content-length" || k == "transfer-encoding" || k == "connection" {
+            continue;
+        }
+        // Operation URLs (Azure-AsyncOperation, Location) must point back through the proxy:
+        // the ARM client rightly refuses to send its token anywhere but its own endpoint.
+        match v.to_str() {
+            Ok(text) if text.contains(&inner.target) => {
+                b = b.header(k, text.replace(&inner.target, &inner.own));
+            }
+            _ => b = b.header(k, v),
         }
     }
     b.body(Body::from(bytes)).unwrap_or_default()
