@@ -583,6 +583,11 @@ fn error_policy<I: Infrastructure>(
             (InfraErrorKind::Transient, Phase::Watch(_) | Phase::Cleanup(_) | Phase::Cancel(_)) => {
                 Decision::Retry(backoff(run.attempts), failed)
             }
+            // Launch is idempotent (deterministic name; a retry first reads the group), so
+            // a transient failure after ARM's own retries gets a few more tries.
+            (InfraErrorKind::Transient, Phase::Launch(_)) if run.attempts < 5 => {
+                Decision::Retry(backoff(run.attempts), failed)
+            }
             (InfraErrorKind::NotFound, Phase::Cleanup(_) | Phase::Cancel(_)) => {
                 Decision::Goto(Phase::Done)
             }

@@ -291,7 +291,12 @@ pub async fn run<I: Infrastructure>(
                 heartbeat(&shared).await;
             }
             _ = observe_tick.tick() => observe(&shared).await,
-            _ = recover_tick.tick() => recover(&shared, &tracker).await,
+            // Recovery may wait on a slow or unreachable ARM; a shutdown must not wait for
+            // it (it is idempotent and simply runs again after a restart).
+            _ = recover_tick.tick() => tokio::select! {
+                _ = recover(&shared, &tracker) => {}
+                _ = shutdown.cancelled() => break,
+            },
         }
     }
 
@@ -580,7 +585,9 @@ async fn release_stale_claims<I: Infrastructure>(shared: &Arc<Shared<I>>) -> Res
 }
 
 /// Names of the pool's workers Prefect currently considers online.
-async fn online_workers<I: Infrastructure>(shared: &Arc<Shared<I>>) -> Result<Vec<String>, ApiError> {
+async fn online_workers<I: Infrastructure>(
+    shared: &Arc<Shared<I>>,
+) -> Result<Vec<String>, ApiError> {
     let workers = shared
         .client
         .raw_json(

@@ -126,8 +126,9 @@ impl Scenario {
         id
     }
 
-    /// Audit, write the row, fail on a must-be-zero count.
-    async fn finish(mut self, timeout: Duration) -> Vec<Value> {
+    /// Audit, write the row, fail on a must-be-zero count. The emulator stays up (the
+    /// worker still talks to it until the test stops it).
+    async fn finish(&mut self, timeout: Duration) -> Vec<Value> {
         let finals = audit(
             &mut self.row,
             &self.api,
@@ -142,7 +143,7 @@ impl Scenario {
     }
 
     /// Audit like [`Scenario::finish`], returning the emulator's request counts.
-    async fn emu_stats_after(mut self, timeout: Duration) -> aci_emulator::Stats {
+    async fn emu_stats_after(&mut self, timeout: Duration) -> aci_emulator::Stats {
         audit(
             &mut self.row,
             &self.api,
@@ -259,7 +260,10 @@ async fn worker_killed_at_every_point_of_a_run_s_life() {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        eprintln!("[faults] kill {i} at {point:?}: run {run} is {}", s.state(run).await);
+        eprintln!(
+            "[faults] kill {i} at {point:?}: run {run} is {}",
+            s.state(run).await
+        );
         if let Some(w) = worker.take() {
             w.kill();
         }
@@ -325,7 +329,7 @@ async fn arm_429_storm() {
         })
         .await
     };
-    s.row.what.push_str(&format!(" ({throttled}+ requests throttled)"));
+    eprintln!("[faults] 429 storm: {throttled} requests throttled so far");
     let emu_handle = s.finish(Duration::from_secs(300)).await;
     drop(emu_handle);
     w.stop().await;
@@ -413,7 +417,12 @@ async fn two_workers_on_one_pool() {
     // Neither worker may "adopt" a run the other one is alive and watching.
     let mut adopted = Vec::new();
     for run in runs {
-        if api.logs(run).await.iter().any(|l| l.contains("adopted flow run")) {
+        if api
+            .logs(run)
+            .await
+            .iter()
+            .any(|l| l.contains("adopted flow run"))
+        {
             adopted.push(run);
         }
     }
@@ -448,14 +457,22 @@ async fn bad_job_variables() {
     }
     s.api
         .0
-        .create_work_pool(&s.pool, prefect_aci_worker::template::POOL_TYPE, Some(&loose), None)
+        .create_work_pool(
+            &s.pool,
+            prefect_aci_worker::template::POOL_TYPE,
+            Some(&loose),
+            None,
+        )
         .await
         .expect("create the loose pool");
     let w = start_worker(s.config(), &s.emu);
     s.wait_pool().await;
     let dep = s.deployment("flows.py:hello", s.vars()).await;
     let cases: Vec<(Value, &str)> = vec![
-        (json!({"image": "nosuchregistry.io/missing:1"}), "InaccessibleImage"),
+        (
+            json!({"image": "nosuchregistry.io/missing:1"}),
+            "InaccessibleImage",
+        ),
         (json!({"image": "two words"}), "image"),
         (json!({"image": ""}), "image"),
         (json!({"cpu": 0}), "cpu"),
@@ -465,7 +482,10 @@ async fn bad_job_variables() {
         (json!({"memory": 1.25}), "memory"),
         (json!({"memory": 100000}), "memory"),
         (json!({"env": {"BAD-NAME": "x"}}), "environment variable"),
-        (json!({"env": {"1STARTS_WITH_DIGIT": "x"}}), "environment variable"),
+        (
+            json!({"env": {"1STARTS_WITH_DIGIT": "x"}}),
+            "environment variable",
+        ),
         (json!({"env": "not-an-object"}), "env"),
         (json!({"gpu_count": 1}), "GPU"),
         (json!({"command": "prefect 'unbalanced"}), "unbalanced"),
@@ -475,15 +495,30 @@ async fn bad_job_variables() {
             json!({"image_registry": {"registry_url": "x.azurecr.io", "identity": "/subscriptions/s/resourceGroups/r/providers/Microsoft.ManagedIdentity/userAssignedIdentities/i"}}),
             "identities",
         ),
-        (json!({"resource_group_name": "bad/name"}), "resource_group_name"),
+        (
+            json!({"resource_group_name": "bad/name"}),
+            "resource_group_name",
+        ),
         (json!({"subscription_id": ""}), "subscription_id"),
-        (json!({"task_watch_poll_interval": -5}), "task_watch_poll_interval"),
-        (json!({"task_start_timeout_seconds": "soon"}), "task_start_timeout_seconds"),
+        (
+            json!({"task_watch_poll_interval": -5}),
+            "task_watch_poll_interval",
+        ),
+        (
+            json!({"task_start_timeout_seconds": "soon"}),
+            "task_start_timeout_seconds",
+        ),
         (json!({"max_run_seconds": -1}), "max_run_seconds"),
-        (json!({"aci_credentials": {"client_id": "only-this"}}), "aci_credentials"),
+        (
+            json!({"aci_credentials": {"client_id": "only-this"}}),
+            "aci_credentials",
+        ),
         (json!({"subnet_ids": ["not-a-subnet"]}), "subnet"),
         (json!({"dns_servers": ["not an ip"]}), "dns"),
-        (json!({"fallback_locations": "westus"}), "fallback_locations"),
+        (
+            json!({"fallback_locations": "westus"}),
+            "fallback_locations",
+        ),
         (json!({"cancel_grace_seconds": -3}), "cancel_grace_seconds"),
     ];
     let mut runs = Vec::new();
@@ -507,7 +542,10 @@ async fn bad_job_variables() {
             unclear.push(format!("{vars}: expected {expected:?} in {msg:?}"));
         }
     }
-    assert!(unclear.is_empty(), "crash messages must name the problem: {unclear:#?}");
+    assert!(
+        unclear.is_empty(),
+        "crash messages must name the problem: {unclear:#?}"
+    );
     w.stop().await;
 }
 
@@ -545,14 +583,15 @@ async fn malformed_prefect_and_arm_responses() {
     let config = worker_config(&format!("{}/api", prefect.url), &s.pool);
     let task = tokio::spawn(prefect_aci_worker::run(config, infra, token.clone()));
     s.wait_pool().await;
-    let dep = s.deployment("flows.py:hello", s.vars()).await;
+    // The engine in the container talks to Prefect directly: this scenario is about the
+    // worker's handling of bad answers, not the engine's.
+    let mut vars = s.vars();
+    vars["env"]["PREFECT_API_URL"] = json!(base);
+    let dep = s.deployment("flows.py:hello", vars).await;
     for _ in 0..n {
         s.run(dep, json!({}), Expect::Completed).await;
     }
-    let extra = format!(
-        " — kinds: {}",
-        proxy::KINDS.join(", ")
-    );
+    let extra = format!(" — kinds: {}", proxy::KINDS.join(", "));
     s.row.what.push_str(&extra);
     let finals = s.finish(Duration::from_secs(300)).await;
     drop(finals);
@@ -563,7 +602,9 @@ async fn malformed_prefect_and_arm_responses() {
     );
     assert!(prefect.corrupted.load(std::sync::atomic::Ordering::Relaxed) > 0);
     token.cancel();
-    task.await.expect("join").expect("worker survives malformed answers");
+    task.await
+        .expect("join")
+        .expect("worker survives malformed answers");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -744,13 +785,17 @@ impl OwnServer {
 
     async fn healthy(&self) {
         let url = format!("{}/health", self.url());
-        wait_for(Duration::from_secs(180), "the Prefect server to be healthy", || async {
-            reqwest::get(&url)
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-                .map(|_| ())
-        })
+        wait_for(
+            Duration::from_secs(180),
+            "the Prefect server to be healthy",
+            || async {
+                reqwest::get(&url)
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            },
+        )
         .await;
     }
 
@@ -807,7 +852,11 @@ async fn prefect_server_outage() {
     s.wait_pool().await;
     let dep = s.deployment("flows.py:sleepy", s.vars()).await;
     let long = s
-        .run(dep, json!({"seconds": outage.as_secs() + 20}), Expect::Completed)
+        .run(
+            dep,
+            json!({"seconds": outage.as_secs() + 20}),
+            Expect::Completed,
+        )
         .await;
     wait_for(Duration::from_secs(120), "Running", || async {
         (s.state(long).await == "RUNNING").then_some(())
@@ -870,7 +919,8 @@ async fn secrets_stay_out_of_logs_error_chains_health_and_arm() {
     s.wait_pool().await;
     let c = s.emu.config().clone();
     let mut bad = s.vars();
-    bad["aci_credentials"] = json!({"client_id": c.admin.client_id, "tenant_id": c.tenant_id, "client_secret": wrong});
+    bad["aci_credentials"] =
+        json!({"client_id": c.admin.client_id, "tenant_id": c.tenant_id, "client_secret": wrong});
     let mut good = s.vars();
     good["aci_credentials"] = json!({"client_id": c.admin.client_id, "tenant_id": c.tenant_id, "client_secret": c.admin.client_secret});
     good["keep_container_group"] = json!(true);
@@ -883,10 +933,14 @@ async fn secrets_stay_out_of_logs_error_chains_health_and_arm() {
     s.run(dep_failing, json!({}), Expect::AnyFinal).await;
 
     // The kept group: ARM must not return secure values; then delete it ourselves.
-    let fr = wait_for(Duration::from_secs(180), "the kept run to finish", || async {
-        let fr = s.api.flow_run(kept).await;
-        report::is_final(&fr).then_some(fr)
-    })
+    let fr = wait_for(
+        Duration::from_secs(180),
+        "the kept run to finish",
+        || async {
+            let fr = s.api.flow_run(kept).await;
+            report::is_final(&fr).then_some(fr)
+        },
+    )
     .await;
     let token = admin_token(&s.emu).await;
     let group = wait_for(Duration::from_secs(30), "the kept group", || async {
@@ -912,9 +966,23 @@ async fn secrets_stay_out_of_logs_error_chains_health_and_arm() {
         .text()
         .await
         .unwrap();
-    assert!(body.contains("PLAIN_SETTING") && body.contains("visible"), "{body}");
-    let arm_leaks = s.ledger.secrets.iter().filter(|x| body.contains(x.as_str())).count();
-    let status = http.delete(&url).bearer_auth(&token).send().await.unwrap().status();
+    assert!(
+        body.contains("PLAIN_SETTING") && body.contains("visible"),
+        "{body}"
+    );
+    let arm_leaks = s
+        .ledger
+        .secrets
+        .iter()
+        .filter(|x| body.contains(x.as_str()))
+        .count();
+    let status = http
+        .delete(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .status();
     assert!(status.is_success(), "delete the kept group: {status}");
     let health = http
         .get(format!("http://127.0.0.1:{health_port}/health"))
@@ -968,7 +1036,9 @@ async fn secrets_stay_out_of_logs_error_chains_health_and_arm() {
         .unwrap_or("")
         .to_string();
     assert!(
-        msg.contains("aci_credentials") || msg.to_lowercase().contains("client secret") || msg.contains("AADSTS"),
+        msg.contains("aci_credentials")
+            || msg.to_lowercase().contains("client secret")
+            || msg.contains("AADSTS"),
         "the crash says which credential failed: {msg}"
     );
     for secret in &secrets {
@@ -1003,10 +1073,14 @@ async fn tls_certificates_are_verified_by_default() {
     s.wait_pool().await;
     let dep = s.deployment("flows.py:hello", s.vars()).await;
     let refused = s.run(dep, json!({}), Expect::Crashed).await;
-    let fr = wait_for(Duration::from_secs(120), "the untrusted run to end", || async {
-        let fr = s.api.flow_run(refused).await;
-        report::is_final(&fr).then_some(fr)
-    })
+    let fr = wait_for(
+        Duration::from_secs(120),
+        "the untrusted run to end",
+        || async {
+            let fr = s.api.flow_run(refused).await;
+            report::is_final(&fr).then_some(fr)
+        },
+    )
     .await;
     stop_a.cancel();
     task_a.await.expect("join").expect("worker a");
@@ -1040,7 +1114,9 @@ async fn tls_certificates_are_verified_by_default() {
     stop_b.cancel();
     task_b.await.expect("join").expect("worker b");
     assert!(
-        msg.to_lowercase().contains("certificate") || msg.to_lowercase().contains("tls") || msg.contains("cannot reach"),
+        msg.to_lowercase().contains("certificate")
+            || msg.to_lowercase().contains("tls")
+            || msg.contains("cannot reach"),
         "the crash names the TLS failure: {msg}"
     );
     let err = refused_start.expect_err("an untrusted Prefect certificate must be refused");

@@ -381,7 +381,21 @@ pub fn build(
     };
 
     let subnet_ids = strings(c, "subnet_ids")?;
+    for id in &subnet_ids {
+        let l = id.to_ascii_lowercase();
+        if !(l.starts_with("/subscriptions/")
+            && l.contains("/providers/microsoft.network/virtualnetworks/")
+            && l.contains("/subnets/"))
+        {
+            return Err(err("subnet_ids", format!("{id:?} is not a subnet resource id (/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Network/virtualNetworks/<vnet>/subnets/<subnet>)")));
+        }
+    }
     let dns_servers = strings(c, "dns_servers")?;
+    for ip in &dns_servers {
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(err("dns_servers", format!("{ip:?} is not an IP address")));
+        }
+    }
     let fallback_locations = strings(c, "fallback_locations")?;
 
     let start_timeout = match number(c, "task_start_timeout_seconds")? {
@@ -452,7 +466,10 @@ pub fn build(
     };
 
     // Compare the pool's template as written (before rendering) with the default one.
-    let written = ctx.work_pool.base_job_template.pointer("/job_configuration/arm_template");
+    let written = ctx
+        .work_pool
+        .base_job_template
+        .pointer("/job_configuration/arm_template");
     let custom_template = match written.filter(|t| !t.is_null()) {
         Some(t) if t != default_template => {
             if !t.is_object() {

@@ -58,7 +58,14 @@ pub async fn start(
 ) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
     let addr = listener.local_addr().expect("proxy addr");
-    serve(listener, format!("http://{addr}"), target, every, all_clients, matches)
+    serve(
+        listener,
+        format!("http://{addr}"),
+        target,
+        every,
+        all_clients,
+        matches,
+    )
 }
 
 /// A transparent HTTPS proxy to `target` whose certificate comes from the private CA in
@@ -76,13 +83,22 @@ pub async fn start_tls(target: &str) -> Proxy {
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .expect("tls config");
-    let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind tls proxy");
+    let tcp = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind tls proxy");
     let addr = tcp.local_addr().expect("addr");
     let listener = TlsListener {
         tcp,
         acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
     };
-    serve(listener, format!("https://{addr}"), target, u64::MAX, false, |_, _| false)
+    serve(
+        listener,
+        format!("https://{addr}"),
+        target,
+        u64::MAX,
+        false,
+        |_, _| false,
+    )
 }
 
 /// The private CA and server certificate the ARM client's own tests use.

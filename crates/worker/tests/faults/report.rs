@@ -117,7 +117,8 @@ pub async fn audit(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // Give cleanup (and the periodic recovery pass) time to delete every group.
-    let cleanup_deadline = Instant::now() + Duration::from_secs(if crate::soak() { 180 } else { 75 });
+    let cleanup_deadline =
+        Instant::now() + Duration::from_secs(if crate::soak() { 180 } else { 75 });
     while !emu.groups().is_empty() && Instant::now() < cleanup_deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -157,11 +158,17 @@ pub async fn audit(
                 "[faults] {}: run {id} expected {expect:?}, got {t}: {msg}",
                 row.scenario
             );
-            reasons.insert(format!("UNEXPECTED {t} (wanted {expect:?}): {}", short(msg)));
+            reasons.insert(format!(
+                "UNEXPECTED {t} (wanted {expect:?}): {}",
+                short(msg)
+            ));
         }
         let run_count = fr["run_count"].as_u64().unwrap_or(0);
         if run_count > 1 {
-            eprintln!("[faults] {}: run {id} executed {run_count} times", row.scenario);
+            eprintln!(
+                "[faults] {}: run {id} executed {run_count} times",
+                row.scenario
+            );
             row.duplicates += (run_count - 1) as usize;
         }
     }
