@@ -449,6 +449,20 @@ async fn recover<I: Infrastructure>(shared: &Arc<Shared<I>>, tracker: &TaskTrack
     }
     ids.sort();
     ids.dedup();
+    // Groups of this pool include those of runs other live workers are watching right now:
+    // adopting those would put two watchers (and two cleanups) on one run.
+    let online = if ids.is_empty() {
+        Vec::new()
+    } else {
+        match online_workers(shared).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the pool's workers; recovery postponed");
+                return;
+            }
+        }
+    };
+    let others_online = online.iter().any(|n| *n != shared.config.name);
     for id in ids {
         if shared.shutdown.is_cancelled() {
             return;
@@ -462,13 +476,30 @@ async fn recover<I: Infrastructure>(shared: &Arc<Shared<I>>, tracker: &TaskTrack
             continue;
         }
         match shared.client.read_flow_run(id).await {
-            Ok(Some(fr)) if !fr.current_state_type().is_some_and(StateType::is_final) => {
+            Ok(Some(fr))
+                if !fr.current_state_type().is_some_and(StateType::is_final)
+                    && !owned_by_live_peer(&fr, &shared.config.name, &online, others_online) =>
+            {
                 tracing::info!(flow_run.id = %id, "adopting a flow run whose worker is gone");
                 submit(shared, tracker, fr, Phase::Adopt, None);
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot read flow run {id} for adoption"),
         }
+    }
+}
+
+/// True when `fr` belongs to another worker that is online: its `prefect.worker.name` label
+/// names a live peer, or (servers without labels, 2.x) any peer is alive.
+fn owned_by_live_peer(fr: &FlowRun, me: &str, online: &[String], others_online: bool) -> bool {
+    let owner = fr
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("prefect.worker.name"))
+        .and_then(Value::as_str);
+    match owner {
+        Some(name) => name != me && online.iter().any(|n| n == name),
+        None => others_online,
     }
 }
 

@@ -486,7 +486,6 @@ async fn bad_job_variables() {
             json!({"env": {"1STARTS_WITH_DIGIT": "x"}}),
             "environment variable",
         ),
-        (json!({"env": "not-an-object"}), "env"),
         (json!({"gpu_count": 1}), "GPU"),
         (json!({"command": "prefect 'unbalanced"}), "unbalanced"),
         (json!({"identities": ["not-an-id"]}), "identities"),
@@ -525,10 +524,16 @@ async fn bad_job_variables() {
     for (vars, _) in &cases {
         runs.push(s.run_with_vars(dep, vars.clone(), Expect::Crashed).await);
     }
+    // `env` that is not an object, set on the deployment (a flow run's non-object `env` over
+    // a deployment's object is ignored by the merge, as documented in prefect-client).
+    let mut env_string = s.vars();
+    env_string["env"] = json!("not-an-object");
+    let env_dep = s.deployment("flows.py:hello", env_string).await;
+    let env_run = s.run_with_vars(env_dep, json!({}), Expect::Crashed).await;
     s.run_with_vars(dep, json!({}), Expect::Completed).await;
     s.row.what = format!(
         "{} kinds of invalid job variables, then a good run on the same worker",
-        cases.len()
+        cases.len() + 1
     );
     let finals = s.finish(Duration::from_secs(240)).await;
     let mut unclear = Vec::new();
@@ -541,6 +546,14 @@ async fn bad_job_variables() {
         if !msg.to_lowercase().contains(&expected.to_lowercase()) {
             unclear.push(format!("{vars}: expected {expected:?} in {msg:?}"));
         }
+    }
+    let env_msg = finals
+        .iter()
+        .find(|f| f["id"] == json!(env_run.to_string()))
+        .and_then(|f| f["state"]["message"].as_str())
+        .unwrap_or("");
+    if !env_msg.contains("'env'") {
+        unclear.push(format!("env string: {env_msg:?}"));
     }
     assert!(
         unclear.is_empty(),

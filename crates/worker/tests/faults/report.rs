@@ -368,4 +368,33 @@ const DOC_TAIL: &str = "
   types and empty bodies.
 - **Cancellation**: a run cancelled while Scheduled, while its group is provisioning, and
   while Running.
+- **Secrets**: a wrong `aci_credentials` secret for the same client id as a good deployment,
+  secret env values with `keep_container_group` (the kept group is read back through ARM),
+  a failing flow with secrets in env, `/health` and `/metrics` read.
+- **TLS**: ARM behind an HTTPS proxy whose certificate comes from a private CA; Prefect behind
+  the same kind of proxy.
+
+## What the suite found (and what was changed)
+
+- A run with a wrong `aci_credentials` client secret **completed**: ARM clients were cached by
+  client id and tenant only, so it borrowed the client another deployment had authenticated
+  with the right secret. The cache key now includes a (randomly keyed) hash of the secret.
+- With two workers on one pool, **every run was adopted by the other, live worker** (two
+  watchers, two cleanups per run): recovery adopted any non-final run of the pool that had a
+  container group. Recovery now skips runs whose `prefect.worker.name` is another online worker.
+- A worker killed after claiming a run but before reporting its identifier left the run
+  **Pending forever** (Prefect does not reap Pending runs). Recovery now hands such runs back
+  (Scheduled) once they have been Pending without an identifier for 10 heartbeats (≥ 60 s), unless
+  their claimer is online.
+- A worker killed after reporting the identifier but before the group existed had its run
+  **crashed** by the successor (`exited with -1`) although nothing had run. An adopted run whose
+  group does not exist while it is still Pending is now launched (same deterministic name).
+- One malformed 200 from Prefect (undecodable body) or from an ARM GET **crashed the run**.
+  Undecodable Prefect answers get a few retries; undecodable ARM reads are transient; a transient
+  launch failure is retried a few times (launch is idempotent).
+- `env` given as a non-object, `subnet_ids` that are not subnet ids and `dns_servers` that are
+  not IP addresses were **silently accepted** (the first was dropped); each is now refused with a
+  message naming the variable.
+- A worker stopping while a recovery pass waited on ARM did not stop until the pass ended;
+  recovery is now abandoned on shutdown (it is idempotent).
 ";
