@@ -21,7 +21,7 @@ mkdir -p corpus
 for target in $("${FUZZ[@]}" list); do
   mkdir -p "corpus/$target"
   log "fuzzing $target for ${SECONDS_EACH}s"
-  "${FUZZ[@]}" run -s none "$target" "corpus/$target" -- \
+  "${FUZZ[@]}" run -s none "$target" "corpus/$target" "seeds/$target" -- \
     -max_total_time="$SECONDS_EACH" -rss_limit_mb=1024 2>&1 | tail -3
 done
 log "no crash found (artifacts would be in fuzz/artifacts/)"
