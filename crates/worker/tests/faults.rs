@@ -277,6 +277,113 @@ async fn worker_killed_at_every_point_of_a_run_s_life() {
     }
 }
 
+/// The `prefect-aci` binary, built on demand (a no-op when `cargo test --workspace` or an
+/// earlier run built it): integration tests of one crate cannot depend on another crate's
+/// binary, so the test asks cargo for it.
+fn prefect_aci_binary() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "prefect-aci"])
+        .current_dir(&root)
+        .status()
+        .expect("run cargo build -p prefect-aci");
+    assert!(status.success(), "cargo build -p prefect-aci failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target.join("debug/prefect-aci");
+    assert!(bin.exists(), "{} missing after the build", bin.display());
+    bin
+}
+
+/// `prefect-aci worker start` as a child process, configured for the emulator through the
+/// environment exactly as a user would, logging at debug level into `log`.
+fn spawn_worker_process(bin: &PathBuf, s: &Scenario, log: &PathBuf) -> Child {
+    let c = s.emu.config();
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("worker log file");
+    Command::new(bin)
+        .args(["worker", "start", "--pool", &s.pool, "--name"])
+        .arg(unique("proc-worker"))
+        .env("PREFECT_API_URL", &s.url)
+        .env("PREFECT_WORKER_QUERY_SECONDS", "0.5")
+        .env("PREFECT_WORKER_HEARTBEAT_SECONDS", "5")
+        .env(
+            "PREFECT_ACI_LOG",
+            "info,prefect_aci_worker=debug,azure_arm=debug",
+        )
+        .env("AZURE_AUTHORITY_HOST", s.emu.authority_host())
+        .env("AZURE_RESOURCE_MANAGER_ENDPOINT", s.emu.arm_url())
+        .env("AZURE_CLIENT_ID", &c.admin.client_id)
+        .env("AZURE_TENANT_ID", &c.tenant_id)
+        .env(
+            "AZURE_CLIENT_SECRET",
+            c.admin.client_secret.as_deref().unwrap_or(""),
+        )
+        .env_remove("PREFECT_API_KEY")
+        .env_remove("PREFECT_API_AUTH_STRING")
+        .stdout(Stdio::from(out.try_clone().expect("log")))
+        .stderr(Stdio::from(out))
+        .spawn()
+        .expect("start prefect-aci worker")
+}
+
+/// A worker process, SIGKILLed when dropped (also when the test fails).
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        sigkill(&mut self.0);
+    }
+}
+
+fn sigkill(child: &mut Child) {
+    // Child::kill is SIGKILL on Unix: no handler, no cleanup, no hand-back.
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_process_sigkilled_at_random_points() {
+    let kills = if soak() { 20 } else { 3 };
+    let bin = tokio::task::spawn_blocking(prefect_aci_binary)
+        .await
+        .expect("build");
+    let mut s = Scenario::new(
+        "worker-process-sigkilled",
+        &format!("the real `prefect-aci worker start` process SIGKILLed {kills} times at random moments (0-12 s) while runs of 3-8 s keep arriving; a fresh process after each kill"),
+    )
+    .await;
+    let log = std::env::temp_dir().join(format!("{}.log", unique("faults-proc-worker")));
+    s.ledger.log_files.push(log.clone());
+    let mut child = Proc(spawn_worker_process(&bin, &s, &log));
+    s.wait_pool().await;
+    let dep = s.deployment("flows.py:sleepy", s.vars()).await;
+    for i in 0..kills {
+        let secs = fastrand::u64(3..=8);
+        s.run(dep, json!({ "seconds": secs }), Expect::AnyFinal)
+            .await;
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..12_000))).await;
+        sigkill(&mut child.0);
+        eprintln!(
+            "[faults] process kill {i}: groups {:?}",
+            s.emu
+                .groups()
+                .iter()
+                .map(|g| (&g.name, &g.state))
+                .collect::<Vec<_>>()
+        );
+        child = Proc(spawn_worker_process(&bin, &s, &log));
+    }
+    s.finish(Duration::from_secs(if soak() { 600 } else { 240 }))
+        .await;
+    drop(child);
+    let _ = std::fs::remove_file(&log);
+}
+
 fn storm() -> ThrottleLimits {
     ThrottleLimits {
         reads: Bucket {

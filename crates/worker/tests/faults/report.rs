@@ -73,6 +73,8 @@ pub struct Ledger {
     pub secrets: Vec<String>,
     /// Secret values the scenario itself found elsewhere (ARM GETs, health endpoints).
     pub extra_hits: usize,
+    /// Log files of worker processes, searched for secrets like the captured tracing output.
+    pub log_files: Vec<std::path::PathBuf>,
 }
 
 impl Ledger {
@@ -186,6 +188,9 @@ pub async fn audit(
     row.duplicates += emu.stats().count("containerGroups.createOrUpdate", 200) as usize;
     // Secrets: the worker's own tracing output, and the runs' logs as Prefect stored them.
     let mut haystack = capture::contents();
+    for f in &ledger.log_files {
+        haystack.push_str(&std::fs::read_to_string(f).unwrap_or_default());
+    }
     for (id, _) in &ledger.runs {
         haystack.push_str(&api.logs(*id).await.join("\n"));
     }
@@ -346,7 +351,11 @@ outage).
 const DOC_TAIL: &str = "
 ## How each fault is made
 
-- **Worker killed**: the worker runs on its own Tokio runtime, which is dropped at the kill
+- **Worker process SIGKILLed**: the real `prefect-aci worker start` binary (built by the test
+  with `cargo build -p prefect-aci`, configured for the emulator through `AZURE_*` and
+  `PREFECT_*` variables like a user's) is SIGKILLed at a random moment 0–12 s after each new
+  run, and a fresh process started; its debug-level output is searched for secrets too.
+- **Worker killed** (in-process, at chosen points): the worker runs on its own Tokio runtime, which is dropped at the kill
   point (`shutdown_background`): every task stops at its next await, no cleanup, no
   hand-back — the in-process equivalent of SIGKILL. Kill points cycle through: a random delay
   after the run is created, as soon as the run is Pending, as soon as its container group
