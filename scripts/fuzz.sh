@@ -18,10 +18,33 @@ else
   FUZZ=(cargo fuzz)
 fi
 mkdir -p corpus
+declare -A WHAT=(
+  [templating]="any JSON (or text) as a template / base job template, plus any JSON values, through the templating and job-configuration functions"
+  [arm_responses]="any bytes as ARM/AAD/IMDS response bodies"
+  [prefect_responses]="any bytes as Prefect API response bodies"
+)
+ROWS=""
 for target in $("${FUZZ[@]}" list); do
   mkdir -p "corpus/$target"
   log "fuzzing $target for ${SECONDS_EACH}s"
-  "${FUZZ[@]}" run -s none "$target" "corpus/$target" "seeds/$target" -- \
-    -max_total_time="$SECONDS_EACH" -rss_limit_mb=1024 2>&1 | tail -3
+  out="$("${FUZZ[@]}" run -s none "$target" "corpus/$target" "seeds/$target" -- \
+    -max_total_time="$SECONDS_EACH" -rss_limit_mb=1024 2>&1)" || {
+    echo "$out" | tail -30
+    log "$target FAILED: the crashing input is in fuzz/artifacts/$target/"
+    exit 1
+  }
+  runs="$(echo "$out" | grep -oE 'Done [0-9]+ runs' | tail -1 | grep -oE '[0-9]+')"
+  echo "$out" | tail -2
+  ROWS+="| \`$target\` | ${WHAT[$target]:-} | ${runs:-?} | no panic |"$'\n'
 done
-log "no crash found (artifacts would be in fuzz/artifacts/)"
+cat > RESULTS.md <<DOC
+## Fuzzing (cargo fuzz, libFuzzer)
+
+Last run: \`make fuzz\`, ${SECONDS_EACH} s per target, \`-s none\` (no sanitizer: the targets
+look for panics in safe Rust), on $(nproc) cores, $(date -u +%Y-%m-%d).
+
+| Target | What it feeds | Executions | Result |
+|---|---|--:|---|
+${ROWS}
+DOC
+log "no crash found; results in fuzz/RESULTS.md"

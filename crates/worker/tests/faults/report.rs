@@ -306,6 +306,12 @@ fn write_document(dir: &PathBuf) {
         ));
     }
     doc.push_str(DOC_TAIL);
+    // The fuzzing results (written by `make fuzz`'s last recorded run) belong to the same
+    // story: the parsers and the templating engine facing bad input.
+    if let Ok(fuzz) = std::fs::read_to_string(repo_root().join("fuzz/RESULTS.md")) {
+        doc.push('\n');
+        doc.push_str(&fuzz);
+    }
     let path = repo_root().join("docs/RELIABILITY.md");
     let tmp = path.with_extension(format!("md.{}", std::process::id()));
     if let Some(parent) = path.parent() {
