@@ -84,9 +84,13 @@ impl Ledger {
 }
 
 fn short(msg: &str) -> String {
+    // Every submission failure starts with the same words; the rest is the reason.
+    let msg = msg
+        .strip_prefix("Failed to submit flow run to infrastructure: ")
+        .unwrap_or(msg);
     let one_line = msg.replace('\n', " ");
-    let mut s: String = one_line.chars().take(90).collect();
-    if one_line.chars().count() > 90 {
+    let mut s: String = one_line.chars().take(110).collect();
+    if one_line.chars().count() > 110 {
         s.push('…');
     }
     s
