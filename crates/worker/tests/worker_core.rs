@@ -255,12 +255,7 @@ async fn claims_a_run_reports_infrastructure_pid_labels_and_logs() {
         (names.iter().any(|n| n == "prefect.worker.executed-flow-run")).then_some(names)
     })
     .await;
-    assert!(
-        events
-            .iter()
-            .any(|n| n == "prefect.worker.submitted-flow-run"),
-        "{events:?}"
-    );
+    assert!(events.iter().any(|n| n == "prefect.worker.submitted-flow-run"), "{events:?}");
 
     let logs = wait_for(
         Duration::from_secs(10),

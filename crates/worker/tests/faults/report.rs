@@ -241,7 +241,8 @@ fn rows_dir() -> PathBuf {
 pub fn finish(row: &Row) {
     let dir = rows_dir();
     std::fs::create_dir_all(&dir).expect("create the report directory");
-    let file = dir.join(format!("{}.json", row.scenario));
+    // One file per scenario and mode: the document shows the latest CI and soak results.
+    let file = dir.join(format!("{}.{}.json", row.scenario, row.mode));
     std::fs::write(&file, serde_json::to_vec_pretty(row).expect("row json")).expect("write row");
     write_document(&dir);
     eprintln!("[faults] {row:?}");
@@ -276,7 +277,7 @@ fn write_document(dir: &PathBuf) {
                 .collect()
         })
         .unwrap_or_default();
-    rows.sort_by(|a, b| a.scenario.cmp(&b.scenario));
+    rows.sort_by(|a, b| (&a.scenario, &a.mode).cmp(&(&b.scenario, &b.mode)));
     let mut doc = String::from(DOC_HEAD);
     doc.push_str("| Scenario | What is done to the worker | Mode | Submitted | Completed | Failed | Crashed | Cancelled | Lost | Zombies | Orphan groups | Duplicate submissions | Secrets found | Seconds | Crash reasons seen |\n");
     doc.push_str("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");
