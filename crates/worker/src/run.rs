@@ -148,6 +148,7 @@ pub async fn drive<I: Infrastructure>(
             attempts: 0,
             deployment: None,
             claim: None,
+            adopted: false,
         };
         let mut phase = start;
         loop {
@@ -194,6 +195,8 @@ struct RunState<I: Infrastructure> {
     deployment: Option<Deployment>,
     /// Our accepted Pending state and when we got it (see [`won_claim`]).
     claim: Option<(Option<Uuid>, Instant)>,
+    /// Adopted from a dead worker and not yet seen on its infrastructure.
+    adopted: bool,
 }
 
 type StepResult<J> = Result<Phase<J>, (StepError, Phase<J>)>;
@@ -275,6 +278,7 @@ async fn step<I: Infrastructure>(
                     "Worker '{}' adopted flow run '{id}' running on {}",
                     shared.config.name, sub.identifier
                 ));
+                run.adopted = true;
                 Ok(Phase::Watch(sub))
             }
             other => Ok(other),
@@ -360,10 +364,30 @@ async fn step<I: Infrastructure>(
                         tracing::info!("worker shutting down; leaving flow run '{id}' running on its infrastructure");
                         Ok(Phase::Done)
                     }
-                    Err(e) if e.kind == InfraErrorKind::NotFound => Ok(Phase::Finish(sub, ExitInfo {
-                        status_code: -1,
-                        explanation: Some(e.message),
-                    })),
+                    Err(e) if e.kind == InfraErrorKind::NotFound => {
+                        // Adopted, never launched: the dead worker reported the identifier and
+                        // died before creating the group. While the run is still Pending the
+                        // engine never started, so launching it now (same deterministic name)
+                        // runs it once instead of crashing it.
+                        if std::mem::take(&mut run.adopted) {
+                            let current = client
+                                .read_flow_run(id)
+                                .await
+                                .map_err(fail(Phase::Watch(sub.clone())))?;
+                            if current.as_ref().and_then(|r| r.current_state_type())
+                                == Some(&StateType::Pending)
+                            {
+                                run.logger.info(format!(
+                                    "The container group of flow run '{id}' was never created; launching it"
+                                ));
+                                return Ok(Phase::Launch(sub));
+                            }
+                        }
+                        Ok(Phase::Finish(sub, ExitInfo {
+                            status_code: -1,
+                            explanation: Some(e.message),
+                        }))
+                    }
                     Err(e) => Err((e.into(), Phase::Watch(sub))),
                 },
                 _ = cancel.cancelled() => Ok(Phase::Cancel(sub)),
@@ -584,7 +608,11 @@ fn error_policy<I: Infrastructure>(
                 failed,
                 Phase::Claim | Phase::Configure | Phase::Submit(_) | Phase::Adopt
             );
-            if e.is_transient() && !(before_launch && run.attempts >= 20) {
+            // A 200 whose body does not parse (a proxy or load balancer in trouble) is worth
+            // a few retries before it costs the run anything.
+            let retryable =
+                e.is_transient() || (matches!(e, ApiError::Decode { .. }) && run.attempts < 3);
+            if retryable && !(before_launch && run.attempts >= 20) {
                 Decision::Retry(backoff(run.attempts), failed)
             } else if matches!(failed, Phase::Claim) {
                 tracing::warn!(error = %e, "could not claim flow run; leaving it to a later poll");
@@ -604,6 +632,11 @@ fn error_policy<I: Infrastructure>(
         }
         StepError::Infra(e) => match (e.kind, &failed) {
             (InfraErrorKind::Transient, Phase::Watch(_) | Phase::Cleanup(_) | Phase::Cancel(_)) => {
+                Decision::Retry(backoff(run.attempts), failed)
+            }
+            // Launch is idempotent (deterministic name; a retry first reads the group), so
+            // a transient failure after ARM's own retries gets a few more tries.
+            (InfraErrorKind::Transient, Phase::Launch(_)) if run.attempts < 5 => {
                 Decision::Retry(backoff(run.attempts), failed)
             }
             (InfraErrorKind::NotFound, Phase::Cleanup(_) | Phase::Cancel(_)) => {

@@ -23,7 +23,7 @@ use std::time::Duration;
 use chrono::Utc;
 use prefect_client::client::ClientConfig;
 use prefect_client::events::EventEmitter;
-use prefect_client::models::{Event, FlowRun, StateType, WorkPool};
+use prefect_client::models::{Event, FlowRun, StateCreate, StateType, WorkPool};
 use prefect_client::{ApiError, PrefectClient, ServerVersion};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
@@ -312,7 +312,12 @@ pub async fn run<I: Infrastructure>(
                 heartbeat(&shared).await;
             }
             _ = observe_tick.tick() => observe(&shared).await,
-            _ = recover_tick.tick() => recover(&shared, &tracker).await,
+            // Recovery may wait on a slow or unreachable ARM; a shutdown must not wait for
+            // it (it is idempotent and simply runs again after a restart).
+            _ = recover_tick.tick() => tokio::select! {
+                _ = recover(&shared, &tracker) => {}
+                _ = shutdown.cancelled() => break,
+            },
             // Pickup by events: fire the ticks now instead of waiting for their interval.
             _ = pickup.poll.notified() => poll_tick.reset_immediately(),
             _ = pickup.observe.notified() => observe_tick.reset_immediately(),
@@ -473,8 +478,25 @@ async fn recover<I: Infrastructure>(shared: &Arc<Shared<I>>, tracker: &TaskTrack
         Ok(more) => ids.extend(more),
         Err(e) => tracing::warn!(error = %e, "cannot look for orphaned flow runs; will retry"),
     }
+    if let Err(e) = release_stale_claims(shared).await {
+        tracing::warn!(error = %e, "cannot look for stale claimed flow runs; will retry");
+    }
     ids.sort();
     ids.dedup();
+    // Groups of this pool include those of runs other live workers are watching right now:
+    // adopting those would put two watchers (and two cleanups) on one run.
+    let online = if ids.is_empty() {
+        Vec::new()
+    } else {
+        match online_workers(shared).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the pool's workers; recovery postponed");
+                return;
+            }
+        }
+    };
+    let others_online = online.iter().any(|n| *n != shared.config.name);
     for id in ids {
         if shared.shutdown.is_cancelled() {
             return;
@@ -488,13 +510,30 @@ async fn recover<I: Infrastructure>(shared: &Arc<Shared<I>>, tracker: &TaskTrack
             continue;
         }
         match shared.client.read_flow_run(id).await {
-            Ok(Some(fr)) if !fr.current_state_type().is_some_and(StateType::is_final) => {
+            Ok(Some(fr))
+                if !fr.current_state_type().is_some_and(StateType::is_final)
+                    && !owned_by_live_peer(&fr, &shared.config.name, &online, others_online) =>
+            {
                 tracing::info!(flow_run.id = %id, "adopting a flow run whose worker is gone");
                 submit(shared, tracker, fr, Phase::Adopt, None);
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot read flow run {id} for adoption"),
         }
+    }
+}
+
+/// True when `fr` belongs to another worker that is online: its `prefect.worker.name` label
+/// names a live peer, or (servers without labels, 2.x) any peer is alive.
+fn owned_by_live_peer(fr: &FlowRun, me: &str, online: &[String], others_online: bool) -> bool {
+    let owner = fr
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("prefect.worker.name"))
+        .and_then(Value::as_str);
+    match owner {
+        Some(name) => name != me && online.iter().any(|n| n == name),
+        None => others_online,
     }
 }
 
@@ -547,6 +586,93 @@ async fn places<I: Infrastructure>(shared: &Arc<Shared<I>>) -> Vec<(String, Stri
         Err(e) => tracing::debug!(error = %e, "cannot list the pool's deployments for recovery"),
     }
     out
+}
+
+/// Runs of this pool left Pending without an `infrastructure_pid` for much longer than a
+/// submission takes: a worker claimed them and died before launching anything. Nothing
+/// exists to adopt, so they are handed back to the pool (Scheduled) for any worker to run;
+/// without this they would stay Pending forever (Prefect does not reap Pending runs).
+///
+/// A run whose claim carries the name of a worker that is still online is left alone, and so
+/// is any run this worker is handling itself.
+async fn release_stale_claims<I: Infrastructure>(shared: &Arc<Shared<I>>) -> Result<(), ApiError> {
+    let stale_after = (shared.config.heartbeat_interval * 10).max(Duration::from_secs(60));
+    let cutoff = Utc::now() - chrono::Duration::from_std(stale_after).unwrap_or_default();
+    let runs = shared
+        .client
+        .filter_flow_runs(&json!({
+            "flow_runs": {"state": {"type": {"any_": ["PENDING"]}}},
+            "work_pools": {"name": {"any_": [shared.pool_name()]}},
+            "limit": 200,
+        }))
+        .await?;
+    let stale: Vec<FlowRun> = runs
+        .into_iter()
+        .filter(|fr| fr.infrastructure_pid.as_deref().is_none_or(str::is_empty))
+        .filter(|fr| {
+            fr.state
+                .as_ref()
+                .and_then(|s| s.timestamp)
+                .is_some_and(|t| t < cutoff)
+        })
+        .filter(|fr| {
+            !shared
+                .in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&fr.id)
+        })
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let online = online_workers(shared).await?;
+    for fr in stale {
+        let owner = fr
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("prefect.worker.name"))
+            .and_then(Value::as_str);
+        if owner.is_some_and(|o| o != shared.config.name && online.iter().any(|n| n == o)) {
+            continue;
+        }
+        let s = StateCreate::new(StateType::Scheduled, "Scheduled", fr.id).with_message(
+            "The worker that claimed this run stopped before launching it; rescheduled.",
+        );
+        match shared.client.set_flow_run_state(fr.id, &s, true).await {
+            Ok(_) => {
+                tracing::info!(flow_run.id = %fr.id, "released a flow run claimed by a worker that is gone")
+            }
+            Err(e) => tracing::warn!(error = %e, "could not release stale flow run {}", fr.id),
+        }
+    }
+    Ok(())
+}
+
+/// Names of the pool's workers Prefect currently considers online.
+async fn online_workers<I: Infrastructure>(
+    shared: &Arc<Shared<I>>,
+) -> Result<Vec<String>, ApiError> {
+    let workers = shared
+        .client
+        .raw_json(
+            reqwest::Method::POST,
+            &format!(
+                "/work_pools/{}/workers/filter",
+                prefect_client::client::encode_segment(&shared.pool_name())
+            ),
+            Some(&json!({})),
+        )
+        .await?;
+    Ok(workers
+        .as_array()
+        .map(|ws| {
+            ws.iter()
+                .filter(|w| w["status"] == "ONLINE")
+                .filter_map(|w| w["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 /// Runs of this pool that were launched (they have an `infrastructure_pid`) by a worker that

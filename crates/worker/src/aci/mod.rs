@@ -157,10 +157,22 @@ impl AciInfrastructure {
     }
 
     async fn client(&self, creds: &ExplicitClientSecret) -> Result<ArmClient, InfraError> {
+        // The secret is part of the key (hashed with a per-process random key, so the map
+        // never holds it in clear): a run with a wrong secret for the same client id must not
+        // borrow a client another deployment authenticated with the right one.
+        static SECRET_HASHER: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+            std::sync::OnceLock::new();
+        let secret_hash = creds.client_secret.as_ref().map(|s| {
+            use std::hash::BuildHasher;
+            SECRET_HASHER
+                .get_or_init(Default::default)
+                .hash_one(s.expose())
+        });
         let key = format!(
-            "{}|{}",
+            "{}|{}|{}",
             creds.client_id.as_deref().unwrap_or(""),
-            creds.tenant_id.as_deref().unwrap_or("")
+            creds.tenant_id.as_deref().unwrap_or(""),
+            secret_hash.map(|h| format!("{h:x}")).unwrap_or_default()
         );
         let cell = self
             .clients
@@ -446,9 +458,12 @@ fn arm_message(e: &ArmError) -> String {
 /// Map an ARM error to the worker's error kinds.
 fn classify(e: &ArmError, doing: &str) -> InfraError {
     let message = format!("{doing}: {}", arm_message(e));
+    // A read whose 200 body does not parse (a proxy or gateway in trouble) is worth another
+    // read; reads are idempotent.
+    let garbled_read = matches!(e, ArmError::Decode { method, .. } if method == "GET");
     if e.is_not_found() {
         InfraError::not_found(message)
-    } else if e.is_transient() {
+    } else if e.is_transient() || garbled_read {
         InfraError::transient(message)
     } else {
         InfraError::permanent(message)
