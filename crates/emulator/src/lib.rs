@@ -26,6 +26,10 @@
 //! - `aci`: container group operations and validation.
 //! - `runtime`: the provisioning state machine and container processes.
 //! - `resources`: subscription, resource groups, providers, user-assigned identities.
+//! - `deployments`: ARM template deployments (evaluated by [`arm_template`], resources
+//!   created through the same handlers as direct PUTs).
+//! - `authz`: role definitions and assignments, and RBAC enforcement with [`rbac`].
+//! - `registry`: container registries (`Microsoft.ContainerRegistry/registries`).
 //! - `admin`: the `/_emulator/` introspection and fault API.
 //! - `state`: shared state, stats and summaries; `throttle`: token buckets and quotas.
 //!
@@ -49,11 +53,14 @@ mod aci;
 mod admin;
 pub mod arm_template;
 mod auth;
+mod authz;
 pub mod config;
+mod deployments;
 mod error;
 mod http;
 mod path;
 pub mod rbac;
+mod registry;
 mod resources;
 mod runtime;
 mod state;
@@ -142,6 +149,8 @@ pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
         "Microsoft.Resources",
         "Microsoft.ContainerInstance",
         "Microsoft.ManagedIdentity",
+        "Microsoft.ContainerRegistry",
+        "Microsoft.Authorization",
     ] {
         if !config
             .unregistered_providers
@@ -190,6 +199,8 @@ pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
                     .principal_id
                     .clone()
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                // Seeded identities exist "long ago": already replicated.
+                created: None,
             },
         );
     }
