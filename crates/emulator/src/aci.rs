@@ -305,7 +305,10 @@ fn validate(
             if let Some(why) = crate::registry::pull_refused(shared, host, &creds) {
                 return Err(ArmError::bad_request(
                     "InaccessibleImage",
-                    format!("The image '{}' in container group '{name}' is not accessible: {why}.", cp.image),
+                    format!(
+                        "The image '{}' in container group '{name}' is not accessible: {why}.",
+                        cp.image
+                    ),
                 ));
             }
         }

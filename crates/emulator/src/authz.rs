@@ -51,7 +51,12 @@ pub(crate) fn all_assignments(shared: &SharedRef, state: &State) -> Vec<RoleAssi
         principal_id: admin,
         principal_type: "ServicePrincipal".into(),
     }];
-    out.extend(state.role_assignments.values().map(|a| a.assignment.clone()));
+    out.extend(
+        state
+            .role_assignments
+            .values()
+            .map(|a| a.assignment.clone()),
+    );
     out
 }
 
@@ -80,7 +85,12 @@ pub(crate) fn authorize(shared: &SharedRef, principal: &str, req: &Req) -> Resul
 
 /// Whether `principal` may perform `action` over `scope` (for checks the resource providers
 /// make themselves, such as ACR pulls).
-pub(crate) fn is_authorized(shared: &SharedRef, principal: &str, action: &str, scope: &str) -> bool {
+pub(crate) fn is_authorized(
+    shared: &SharedRef,
+    principal: &str,
+    action: &str,
+    scope: &str,
+) -> bool {
     let state = lock(&shared.state);
     rbac::is_authorized(
         &all_assignments(shared, &state),
@@ -118,14 +128,18 @@ fn invalid_body(e: serde_json::Error) -> ArmError {
 pub(crate) fn handle(shared: &SharedRef, ctx: &ArmCtx, route: Route) -> Result<Response, ArmError> {
     let m = &ctx.req.method;
     match route {
-        Route::RoleDefinitions { scope } if *m == Method::GET => list_definitions(shared, ctx, &scope),
+        Route::RoleDefinitions { scope } if *m == Method::GET => {
+            list_definitions(shared, ctx, &scope)
+        }
         Route::RoleDefinition { scope, guid } => match *m {
             Method::GET => get_definition(shared, &guid),
             Method::PUT => put_definition(shared, ctx, &scope, &guid),
             Method::DELETE => delete_definition(shared, &guid),
             _ => Err(method_not_allowed(m)),
         },
-        Route::RoleAssignments { scope } if *m == Method::GET => list_assignments(shared, ctx, &scope),
+        Route::RoleAssignments { scope } if *m == Method::GET => {
+            list_assignments(shared, ctx, &scope)
+        }
         Route::RoleAssignment { scope, name } => {
             let scope = full_scope(shared, &scope);
             match *m {
@@ -199,11 +213,16 @@ fn list_definitions(shared: &SharedRef, ctx: &ArmCtx, scope: &str) -> Result<Res
         .filter(|d| {
             // Definitions usable at the scope, or defined under it.
             d.is_assignable_at(&scope)
-                || d.assignable_scopes.iter().any(|s| rbac::scope_covers(&scope, s))
+                || d.assignable_scopes
+                    .iter()
+                    .any(|s| rbac::scope_covers(&scope, s))
         })
-        .filter(|d| filter_value(filter, "roleName").is_none_or(|n| d.role_name.eq_ignore_ascii_case(n)))
         .filter(|d| {
-            filter_value(filter, "type").is_none_or(|t| d.role_type.as_arm_str().eq_ignore_ascii_case(t))
+            filter_value(filter, "roleName").is_none_or(|n| d.role_name.eq_ignore_ascii_case(n))
+        })
+        .filter(|d| {
+            filter_value(filter, "type")
+                .is_none_or(|t| d.role_type.as_arm_str().eq_ignore_ascii_case(t))
         })
         .map(|d| render_definition(shared, d))
         .collect();
@@ -212,11 +231,20 @@ fn list_definitions(shared: &SharedRef, ctx: &ArmCtx, scope: &str) -> Result<Res
 
 fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
-fn put_definition(shared: &SharedRef, ctx: &ArmCtx, scope: &str, guid: &str) -> Result<Response, ArmError> {
+fn put_definition(
+    shared: &SharedRef,
+    ctx: &ArmCtx,
+    scope: &str,
+    guid: &str,
+) -> Result<Response, ArmError> {
     let Ok(parsed) = uuid::Uuid::parse_str(guid) else {
         return Err(ArmError::bad_request(
             "InvalidRoleDefinitionId",
@@ -226,14 +254,22 @@ fn put_definition(shared: &SharedRef, ctx: &ArmCtx, scope: &str, guid: &str) -> 
     let guid = parsed.to_string();
     let body: Value = serde_json::from_slice(&ctx.req.body).map_err(invalid_body)?;
     let props = body.get("properties").cloned().unwrap_or(Value::Null);
-    let role_name = props.get("roleName").and_then(Value::as_str).unwrap_or("").trim().to_string();
+    let role_name = props
+        .get("roleName")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .trim()
+        .to_string();
     if role_name.is_empty() {
         return Err(ArmError::bad_request(
             "RoleDefinitionNameNullOrEmpty",
             "The role definition name cannot be null or empty.",
         ));
     }
-    if rbac::builtin_role_definitions().iter().any(|d| d.name == guid) {
+    if rbac::builtin_role_definitions()
+        .iter()
+        .any(|d| d.name == guid)
+    {
         return Err(ArmError::bad_request(
             "RoleDefinitionCannotBeModified",
             format!("The built-in role definition '{guid}' cannot be modified."),
@@ -247,7 +283,10 @@ fn put_definition(shared: &SharedRef, ctx: &ArmCtx, scope: &str, guid: &str) -> 
         ));
     }
     let sub = shared.sub_id();
-    if let Some(bad) = assignable_scopes.iter().find(|s| !rbac::scope_covers(&sub, s)) {
+    if let Some(bad) = assignable_scopes
+        .iter()
+        .find(|s| !rbac::scope_covers(&sub, s))
+    {
         return Err(ArmError::bad_request(
             "InvalidAssignableScopes",
             format!("The assignable scope '{bad}' is not under subscription '{sub}'."),
@@ -255,7 +294,11 @@ fn put_definition(shared: &SharedRef, ctx: &ArmCtx, scope: &str, guid: &str) -> 
     }
     let first_scope = full_scope(shared, scope);
     let _ = first_scope;
-    let perms = props.get("permissions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let perms = props
+        .get("permissions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let mut actions = Vec::new();
     let mut not_actions = Vec::new();
     let mut data_actions = Vec::new();
@@ -271,7 +314,11 @@ fn put_definition(shared: &SharedRef, ctx: &ArmCtx, scope: &str, guid: &str) -> 
         name: guid.clone(),
         role_name: role_name.clone(),
         role_type: RoleType::Custom,
-        description: props.get("description").and_then(Value::as_str).unwrap_or("").to_string(),
+        description: props
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
         actions,
         not_actions,
         data_actions,
@@ -279,9 +326,9 @@ fn put_definition(shared: &SharedRef, ctx: &ArmCtx, scope: &str, guid: &str) -> 
         assignable_scopes,
     };
     let mut state = lock(&shared.state);
-    let clash = all_definitions(&state)
-        .into_iter()
-        .find(|d| d.role_name.eq_ignore_ascii_case(&role_name) && !d.name.eq_ignore_ascii_case(&guid));
+    let clash = all_definitions(&state).into_iter().find(|d| {
+        d.role_name.eq_ignore_ascii_case(&role_name) && !d.name.eq_ignore_ascii_case(&guid)
+    });
     if let Some(other) = clash {
         return Err(ArmError::new(
             StatusCode::CONFLICT,
@@ -292,10 +339,20 @@ fn put_definition(shared: &SharedRef, ctx: &ArmCtx, scope: &str, guid: &str) -> 
             ),
         ));
     }
-    let exists = state.role_definitions.insert(guid.clone(), def.clone()).is_some();
+    let exists = state
+        .role_definitions
+        .insert(guid.clone(), def.clone())
+        .is_some();
     let mut rendered = render_definition(shared, &def);
     rendered["properties"]["updatedOn"] = j!(now_rfc3339());
-    Ok(json(if exists { StatusCode::OK } else { StatusCode::CREATED }, &rendered))
+    Ok(json(
+        if exists {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        },
+        &rendered,
+    ))
 }
 
 fn delete_definition(shared: &SharedRef, guid: &str) -> Result<Response, ArmError> {
@@ -372,7 +429,12 @@ fn principal_known(shared: &SharedRef, state: &State, principal_id: &str) -> boo
         })
 }
 
-fn put_assignment(shared: &SharedRef, ctx: &ArmCtx, scope: &str, name: &str) -> Result<Response, ArmError> {
+fn put_assignment(
+    shared: &SharedRef,
+    ctx: &ArmCtx,
+    scope: &str,
+    name: &str,
+) -> Result<Response, ArmError> {
     if uuid::Uuid::parse_str(name).is_err() {
         return Err(ArmError::bad_request(
             "InvalidRoleAssignmentId",
@@ -381,9 +443,20 @@ fn put_assignment(shared: &SharedRef, ctx: &ArmCtx, scope: &str, name: &str) -> 
     }
     let body: Value = serde_json::from_slice(&ctx.req.body).map_err(invalid_body)?;
     let props = body.get("properties").cloned().unwrap_or(Value::Null);
-    let role_definition_id = props.get("roleDefinitionId").and_then(Value::as_str).unwrap_or("").to_string();
-    let principal_id = props.get("principalId").and_then(Value::as_str).unwrap_or("").to_string();
-    let principal_type = props.get("principalType").and_then(Value::as_str).map(str::to_string);
+    let role_definition_id = props
+        .get("roleDefinitionId")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let principal_id = props
+        .get("principalId")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let principal_type = props
+        .get("principalType")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     if role_definition_id.is_empty() || principal_id.is_empty() {
         return Err(ArmError::bad_request(
             "InvalidRoleAssignmentRequest",
@@ -393,8 +466,11 @@ fn put_assignment(shared: &SharedRef, ctx: &ArmCtx, scope: &str, name: &str) -> 
     let mut state = lock(&shared.state);
     // The scope must exist (resource group level checks are enough for the emulator).
     let segs: Vec<&str> = scope.split('/').filter(|s| !s.is_empty()).collect();
-    if segs.len() >= 4 && segs[2].eq_ignore_ascii_case("resourceGroups")
-        && !state.resource_groups.contains_key(&segs[3].to_ascii_lowercase())
+    if segs.len() >= 4
+        && segs[2].eq_ignore_ascii_case("resourceGroups")
+        && !state
+            .resource_groups
+            .contains_key(&segs[3].to_ascii_lowercase())
     {
         return Err(ArmError::resource_group_not_found(segs[3]));
     }
@@ -402,7 +478,10 @@ fn put_assignment(shared: &SharedRef, ctx: &ArmCtx, scope: &str, name: &str) -> 
     let def = rbac::find_definition(&defs, &role_definition_id).ok_or_else(|| {
         ArmError::bad_request(
             "RoleDefinitionDoesNotExist",
-            format!("The specified role definition with ID '{}' does not exist.", role_definition_id.rsplit('/').next().unwrap_or("")),
+            format!(
+                "The specified role definition with ID '{}' does not exist.",
+                role_definition_id.rsplit('/').next().unwrap_or("")
+            ),
         )
     })?;
     if !def.is_assignable_at(scope) {
@@ -428,7 +507,10 @@ fn put_assignment(shared: &SharedRef, ctx: &ArmCtx, scope: &str, name: &str) -> 
     let same = |a: &RoleAssignment| {
         a.principal_id.eq_ignore_ascii_case(&principal_id)
             && a.scope.eq_ignore_ascii_case(scope)
-            && a.role_definition_id.rsplit('/').next().is_some_and(|g| g.eq_ignore_ascii_case(&def_guid))
+            && a.role_definition_id
+                .rsplit('/')
+                .next()
+                .is_some_and(|g| g.eq_ignore_ascii_case(&def_guid))
     };
     if let Some(existing) = state.role_assignments.get(&key) {
         if same(&existing.assignment) {
@@ -439,11 +521,18 @@ fn put_assignment(shared: &SharedRef, ctx: &ArmCtx, scope: &str, name: &str) -> 
             "Tenant ID, application ID, principal ID, and scope are not allowed to be updated.",
         ));
     }
-    if let Some((_, other)) = state.role_assignments.iter().find(|(_, a)| same(&a.assignment)) {
+    if let Some((_, other)) = state
+        .role_assignments
+        .iter()
+        .find(|(_, a)| same(&a.assignment))
+    {
         return Err(ArmError::new(
             StatusCode::CONFLICT,
             "RoleAssignmentExists",
-            format!("The role assignment already exists. The ID of the existing role assignment is {}.", other.assignment.name),
+            format!(
+                "The role assignment already exists. The ID of the existing role assignment is {}.",
+                other.assignment.name
+            ),
         ));
     }
     let entry = AssignmentEntry {
@@ -451,11 +540,17 @@ fn put_assignment(shared: &SharedRef, ctx: &ArmCtx, scope: &str, name: &str) -> 
             id: format!("{scope}/providers/{ASSIGN_TYPE}/{name}"),
             name: name.to_string(),
             scope: scope.to_string(),
-            role_definition_id: rbac::subscription_role_definition_id(&shared.config.subscription_id, &def_guid),
+            role_definition_id: rbac::subscription_role_definition_id(
+                &shared.config.subscription_id,
+                &def_guid,
+            ),
             principal_id,
             principal_type: principal_type.unwrap_or_else(|| "ServicePrincipal".into()),
         },
-        description: props.get("description").and_then(Value::as_str).map(str::to_string),
+        description: props
+            .get("description")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         created_on: now_rfc3339(),
     };
     let rendered = render_assignment(&entry);
@@ -464,7 +559,10 @@ fn put_assignment(shared: &SharedRef, ctx: &ArmCtx, scope: &str, name: &str) -> 
 }
 
 fn delete_assignment(shared: &SharedRef, scope: &str, name: &str) -> Result<Response, ArmError> {
-    match lock(&shared.state).role_assignments.remove(&assignment_key(scope, name)) {
+    match lock(&shared.state)
+        .role_assignments
+        .remove(&assignment_key(scope, name))
+    {
         Some(a) => Ok(json(StatusCode::OK, &render_assignment(&a))),
         None => Ok(empty(StatusCode::NO_CONTENT)),
     }

@@ -54,7 +54,11 @@ fn method_not_allowed(m: &Method) -> ArmError {
 }
 
 fn key(shared: &SharedRef, rg: &str, name: &str) -> String {
-    format!("{}/resourcegroups/{rg}/providers/{TYPE}/{name}", shared.sub_id()).to_ascii_lowercase()
+    format!(
+        "{}/resourcegroups/{rg}/providers/{TYPE}/{name}",
+        shared.sub_id()
+    )
+    .to_ascii_lowercase()
 }
 
 fn not_found(name: &str) -> ArmError {
@@ -99,7 +103,11 @@ pub(crate) async fn handle(
                 let exists = lock(&shared.state)
                     .deployments
                     .contains_key(&key(shared, &rg, &name));
-                Ok(empty(if exists { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND }))
+                Ok(empty(if exists {
+                    StatusCode::NO_CONTENT
+                } else {
+                    StatusCode::NOT_FOUND
+                }))
             }
             Method::DELETE => delete(shared, ctx, &rg, &name),
             _ => Err(method_not_allowed(m)),
@@ -168,7 +176,12 @@ fn invalid_template(message: String) -> Response {
 fn resource_path(r: &EvaluatedResource, rg_id: &str) -> String {
     match r.body.get("scope").and_then(Value::as_str) {
         Some(scope) if scope.starts_with('/') => {
-            format!("{}/providers/{}/{}", scope.trim_end_matches('/'), r.type_, r.name)
+            format!(
+                "{}/providers/{}/{}",
+                scope.trim_end_matches('/'),
+                r.type_,
+                r.name
+            )
         }
         Some(scope) if !scope.is_empty() => {
             format!("{rg_id}/providers/{scope}/providers/{}/{}", r.type_, r.name)
@@ -197,7 +210,11 @@ fn put(shared: &SharedRef, ctx: &ArmCtx, rg: &str, name: &str) -> Result<Respons
         )
     })?;
     let props = body.get("properties").cloned().unwrap_or(Value::Null);
-    let mode = props.get("mode").and_then(Value::as_str).unwrap_or("").to_string();
+    let mode = props
+        .get("mode")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if !mode.eq_ignore_ascii_case("Incremental") {
         return Ok(invalid_template(format!(
             "Deployment mode '{mode}' is not supported by the emulator: use properties.mode 'Incremental' (Complete mode would delete resources that are not in the template)."
@@ -231,7 +248,10 @@ fn put(shared: &SharedRef, ctx: &ArmCtx, rg: &str, name: &str) -> Result<Respons
         }
     };
     for (i, r) in evaluated.resources.iter().enumerate() {
-        if !SUPPORTED_TYPES.iter().any(|t| t.eq_ignore_ascii_case(&r.type_)) {
+        if !SUPPORTED_TYPES
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(&r.type_))
+        {
             return Ok(invalid_template(format!(
                 "Deployment template validation failed: 'The resource type '{}' of resource '{}' (resources[{i}]) is not supported by the emulator. Supported types: {}.'.",
                 r.type_,
@@ -241,11 +261,15 @@ fn put(shared: &SharedRef, ctx: &ArmCtx, rg: &str, name: &str) -> Result<Respons
         }
     }
     let k = key(shared, rg, name);
-    let id = format!("{}/resourceGroups/{rg}/providers/{TYPE}/{name}", shared.sub_id());
+    let id = format!(
+        "{}/resourceGroups/{rg}/providers/{TYPE}/{name}",
+        shared.sub_id()
+    );
     let (op_id, exists) = {
         let mut state = lock(&shared.state);
         let existing = state.deployments.get(&k);
-        if existing.is_some_and(|d| matches!(d.provisioning_state.as_str(), "Accepted" | "Running")) {
+        if existing.is_some_and(|d| matches!(d.provisioning_state.as_str(), "Accepted" | "Running"))
+        {
             return Err(ArmError::new(
                 StatusCode::CONFLICT,
                 "DeploymentActive",
@@ -292,8 +316,20 @@ fn put(shared: &SharedRef, ctx: &ArmCtx, rg: &str, name: &str) -> Result<Respons
         outputs: evaluated.outputs,
     };
     shared.tasks.spawn(job.run());
-    let body = render(lock(&shared.state).deployments.get(&k).ok_or_else(|| not_found(name))?);
-    let mut r = json(if exists { StatusCode::OK } else { StatusCode::CREATED }, &body);
+    let body = render(
+        lock(&shared.state)
+            .deployments
+            .get(&k)
+            .ok_or_else(|| not_found(name))?,
+    );
+    let mut r = json(
+        if exists {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        },
+        &body,
+    );
     set_header(
         &mut r,
         "Azure-AsyncOperation",
@@ -329,7 +365,10 @@ async fn read_json(r: Response) -> (StatusCode, Value) {
     let bytes = axum::body::to_bytes(r.into_body(), 16 * 1024 * 1024)
         .await
         .unwrap_or_default();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 impl Job {
@@ -380,7 +419,12 @@ impl Job {
                     d.outputs = outputs;
                     d.output_resources = created;
                 });
-                set_op(&mut lock(&self.shared.state), &self.op_id, "Succeeded", None);
+                set_op(
+                    &mut lock(&self.shared.state),
+                    &self.op_id,
+                    "Succeeded",
+                    None,
+                );
             }
             Some(detail) => {
                 let error = j!({
@@ -388,8 +432,8 @@ impl Job {
                     "message": "At least one resource deployment operation failed. Please list deployment operations for details. Please see https://aka.ms/arm-deployment-operations for usage details.",
                     "details": [detail],
                 });
-                let detail_model: arm_models::ErrorDetail =
-                    serde_json::from_value(error.clone()).unwrap_or_else(|_| {
+                let detail_model: arm_models::ErrorDetail = serde_json::from_value(error.clone())
+                    .unwrap_or_else(|_| {
                         arm_models::ErrorDetail::new("DeploymentFailed", "deployment failed")
                     });
                 self.update(|d| {
@@ -436,14 +480,18 @@ impl Job {
                 break;
             }
             if Instant::now() > deadline || self.shared.shutdown.is_cancelled() {
-                return Err(j!({"code": "ResourceDeploymentFailure", "target": path, "message": format!("The resource operation did not finish in time (last provisioningState '{s}').")}));
+                return Err(
+                    j!({"code": "ResourceDeploymentFailure", "target": path, "message": format!("The resource operation did not finish in time (last provisioningState '{s}').")}),
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
             let req = self.request(Method::GET, &path, &r.api_version, Bytes::new());
             let (status, answer) = read_json(internal(self.shared.clone(), req).await).await;
             if !status.is_success() {
                 let detail = answer.get("error").cloned().unwrap_or(Value::Null);
-                return Err(j!({"code": "ResourceDeploymentFailure", "target": path, "message": format!("The resource disappeared while being provisioned: {detail}")}));
+                return Err(
+                    j!({"code": "ResourceDeploymentFailure", "target": path, "message": format!("The resource disappeared while being provisioned: {detail}")}),
+                );
             }
             state_now = answer
                 .pointer("/properties/provisioningState")

@@ -275,7 +275,10 @@ fn operation_name(route: &Route, method: &Method) -> String {
         Route::OperationResult { .. } => "operationResults.get".into(),
         Route::RoleDefinitions { .. } => "roleDefinitions.list".into(),
         Route::RoleDefinition { .. } => {
-            format!("roleDefinitions.{}", verb("get", "createOrUpdate", "delete"))
+            format!(
+                "roleDefinitions.{}",
+                verb("get", "createOrUpdate", "delete")
+            )
         }
         Route::RoleAssignments { .. } => "roleAssignments.list".into(),
         Route::RoleAssignment { .. } => {

@@ -52,7 +52,11 @@ pub enum Route {
     /// `…/resourcegroups/{rg}/providers/Microsoft.Resources/deployments/{name}`
     Deployment { rg: String, name: String },
     /// `…/deployments/{name}/operationStatuses/{id}`
-    DeploymentOperationStatus { rg: String, name: String, id: String },
+    DeploymentOperationStatus {
+        rg: String,
+        name: String,
+        id: String,
+    },
     /// `/subscriptions/{sub}/operationresults/{id}` (deployment deletes)
     OperationResult { id: String },
     /// `{scope}/providers/Microsoft.Authorization/roleDefinitions` (scope relative to the

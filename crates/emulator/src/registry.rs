@@ -62,8 +62,14 @@ pub(crate) fn handle(shared: &SharedRef, ctx: &ArmCtx, route: Route) -> Result<R
             Method::PUT | Method::PATCH => put(shared, ctx, &rg, &name),
             Method::DELETE => {
                 require_rg(shared, &rg)?;
-                let removed = lock(&shared.state).registries.remove(&key(shared, &rg, &name));
-                Ok(empty(if removed.is_some() { StatusCode::OK } else { StatusCode::NO_CONTENT }))
+                let removed = lock(&shared.state)
+                    .registries
+                    .remove(&key(shared, &rg, &name));
+                Ok(empty(if removed.is_some() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::NO_CONTENT
+                }))
             }
             _ => Err(method_not_allowed(m)),
         },
@@ -71,16 +77,26 @@ pub(crate) fn handle(shared: &SharedRef, ctx: &ArmCtx, route: Route) -> Result<R
         Route::RegistryOperation { id } if *m == Method::GET => {
             let state = lock(&shared.state);
             let op = state.operations.get(&id).ok_or_else(|| {
-                ArmError::new(StatusCode::NOT_FOUND, "OperationNotFound", format!("The operation '{id}' could not be found."))
+                ArmError::new(
+                    StatusCode::NOT_FOUND,
+                    "OperationNotFound",
+                    format!("The operation '{id}' could not be found."),
+                )
             })?;
-            Ok(json(StatusCode::OK, &j!({"status": op.status, "startTime": op.start_time, "endTime": op.end_time})))
+            Ok(json(
+                StatusCode::OK,
+                &j!({"status": op.status, "startTime": op.start_time, "endTime": op.end_time}),
+            ))
         }
         _ => Err(method_not_allowed(m)),
     }
 }
 
 fn require_rg(shared: &SharedRef, rg: &str) -> Result<(), ArmError> {
-    if lock(&shared.state).resource_groups.contains_key(&rg.to_ascii_lowercase()) {
+    if lock(&shared.state)
+        .resource_groups
+        .contains_key(&rg.to_ascii_lowercase())
+    {
         Ok(())
     } else {
         Err(ArmError::resource_group_not_found(rg))
@@ -88,7 +104,11 @@ fn require_rg(shared: &SharedRef, rg: &str) -> Result<(), ArmError> {
 }
 
 fn key(shared: &SharedRef, rg: &str, name: &str) -> String {
-    format!("{}/resourcegroups/{rg}/providers/{TYPE}/{name}", shared.sub_id()).to_ascii_lowercase()
+    format!(
+        "{}/resourcegroups/{rg}/providers/{TYPE}/{name}",
+        shared.sub_id()
+    )
+    .to_ascii_lowercase()
 }
 
 fn render(r: &RegistryEntry) -> Value {
@@ -116,25 +136,43 @@ fn valid_name(name: &str) -> bool {
 
 /// Why a name cannot be used: `(reason, message)`; `None` when it is free. A registry in this
 /// emulator counts as taken too (as in Azure, even for the caller's own registry).
-fn unavailable(shared: &SharedRef, name: &str, except_id: Option<&str>) -> Option<(&'static str, String)> {
+fn unavailable(
+    shared: &SharedRef,
+    name: &str,
+    except_id: Option<&str>,
+) -> Option<(&'static str, String)> {
     if !valid_name(name) {
         return Some((
             "Invalid",
             format!("The registry name '{name}' is invalid: it must be 5-50 characters of letters and digits only."),
         ));
     }
-    let taken_elsewhere = shared.config.taken_registry_names.iter().any(|t| t.eq_ignore_ascii_case(name));
+    let taken_elsewhere = shared
+        .config
+        .taken_registry_names
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(name));
     let taken_here = lock(&shared.state).registries.values().any(|r| {
-        r.name.eq_ignore_ascii_case(name) && except_id.is_none_or(|id| !r.id.eq_ignore_ascii_case(id))
+        r.name.eq_ignore_ascii_case(name)
+            && except_id.is_none_or(|id| !r.id.eq_ignore_ascii_case(id))
     });
     (taken_elsewhere || taken_here).then(|| {
-        ("AlreadyExists", format!("The registry {} is already in use.", name.to_ascii_lowercase()))
+        (
+            "AlreadyExists",
+            format!(
+                "The registry {} is already in use.",
+                name.to_ascii_lowercase()
+            ),
+        )
     })
 }
 
 fn name_check(shared: &SharedRef, ctx: &ArmCtx) -> Result<Response, ArmError> {
     let body: Value = serde_json::from_slice(&ctx.req.body).map_err(|e| {
-        ArmError::bad_request("InvalidRequestContent", format!("The request content was invalid and could not be deserialized: '{e}'."))
+        ArmError::bad_request(
+            "InvalidRequestContent",
+            format!("The request content was invalid and could not be deserialized: '{e}'."),
+        )
     })?;
     let name = body.get("name").and_then(Value::as_str).unwrap_or("");
     let ty = body.get("type").and_then(Value::as_str).unwrap_or("");
@@ -148,7 +186,9 @@ fn name_check(shared: &SharedRef, ctx: &ArmCtx) -> Result<Response, ArmError> {
         StatusCode::OK,
         &match unavailable(shared, name, None) {
             None => j!({"nameAvailable": true}),
-            Some((reason, message)) => j!({"nameAvailable": false, "reason": reason, "message": message}),
+            Some((reason, message)) => {
+                j!({"nameAvailable": false, "reason": reason, "message": message})
+            }
         },
     ))
 }
@@ -156,12 +196,18 @@ fn name_check(shared: &SharedRef, ctx: &ArmCtx) -> Result<Response, ArmError> {
 fn put(shared: &SharedRef, ctx: &ArmCtx, rg: &str, name: &str) -> Result<Response, ArmError> {
     require_rg(shared, rg)?;
     let body: Value = serde_json::from_slice(&ctx.req.body).map_err(|e| {
-        ArmError::bad_request("InvalidRequestContent", format!("The request content was invalid and could not be deserialized: '{e}'."))
+        ArmError::bad_request(
+            "InvalidRequestContent",
+            format!("The request content was invalid and could not be deserialized: '{e}'."),
+        )
     })?;
     let k = key(shared, rg, name);
     let existing = lock(&shared.state).registries.get(&k).cloned();
     let id = existing.as_ref().map(|e| e.id.clone()).unwrap_or_else(|| {
-        format!("{}/resourceGroups/{rg}/providers/{TYPE}/{name}", shared.sub_id())
+        format!(
+            "{}/resourceGroups/{rg}/providers/{TYPE}/{name}",
+            shared.sub_id()
+        )
     });
     if let Some((reason, message)) = unavailable(shared, name, Some(&id)) {
         return Err(if reason == "Invalid" {
@@ -173,8 +219,13 @@ fn put(shared: &SharedRef, ctx: &ArmCtx, rg: &str, name: &str) -> Result<Respons
     let tags: Option<BTreeMap<String, String>> = body
         .get("tags")
         .and_then(|t| serde_json::from_value(t.clone()).ok());
-    let sku = body.pointer("/sku/name").and_then(Value::as_str).map(str::to_string);
-    let admin = body.pointer("/properties/adminUserEnabled").and_then(Value::as_bool);
+    let sku = body
+        .pointer("/sku/name")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let admin = body
+        .pointer("/properties/adminUserEnabled")
+        .and_then(Value::as_bool);
     if let Some(mut e) = existing {
         if let Some(t) = tags {
             e.tags = t;
@@ -191,15 +242,31 @@ fn put(shared: &SharedRef, ctx: &ArmCtx, rg: &str, name: &str) -> Result<Respons
     if ctx.req.method == Method::PATCH {
         return Err(ArmError::resource_not_found(TYPE, name, rg));
     }
-    let Some(location) = body.get("location").and_then(Value::as_str).filter(|l| !l.trim().is_empty()) else {
-        return Err(ArmError::bad_request("LocationRequired", "The location property is required for this definition."));
+    let Some(location) = body
+        .get("location")
+        .and_then(Value::as_str)
+        .filter(|l| !l.trim().is_empty())
+    else {
+        return Err(ArmError::bad_request(
+            "LocationRequired",
+            "The location property is required for this definition.",
+        ));
     };
     let sku = match sku {
-        Some(s) if ["Basic", "Standard", "Premium"].iter().any(|v| v.eq_ignore_ascii_case(&s)) => s,
+        Some(s)
+            if ["Basic", "Standard", "Premium"]
+                .iter()
+                .any(|v| v.eq_ignore_ascii_case(&s)) =>
+        {
+            s
+        }
         other => {
             return Err(ArmError::bad_request(
                 "InvalidSku",
-                format!("The sku '{}' is not valid. Use one of 'Basic', 'Standard', 'Premium' in sku.name.", other.unwrap_or_default()),
+                format!(
+                "The sku '{}' is not valid. Use one of 'Basic', 'Standard', 'Premium' in sku.name.",
+                other.unwrap_or_default()
+            ),
             ))
         }
     };
@@ -207,7 +274,11 @@ fn put(shared: &SharedRef, ctx: &ArmCtx, rg: &str, name: &str) -> Result<Respons
         id: id.clone(),
         name: name.to_string(),
         resource_group: rg.to_string(),
-        location: location.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_lowercase(),
+        location: location
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+            .to_ascii_lowercase(),
         sku,
         tags: tags.unwrap_or_default(),
         admin_user_enabled: admin.unwrap_or(false),
@@ -256,7 +327,10 @@ pub(crate) fn pull_refused(
     let name = host.strip_suffix(".azurecr.io")?;
     let (registry_id, identity_principal) = {
         let state = lock(&shared.state);
-        let reg = state.registries.values().find(|r| r.name.eq_ignore_ascii_case(name))?;
+        let reg = state
+            .registries
+            .values()
+            .find(|r| r.name.eq_ignore_ascii_case(name))?;
         let cred = creds.iter().find(|c| c.server.eq_ignore_ascii_case(host))?;
         // Admin-user credentials are the registry's own business: accept them.
         let identity = cred.identity.as_ref()?;
@@ -267,7 +341,9 @@ pub(crate) fn pull_refused(
         (reg.id.clone(), principal)
     };
     let Some(principal) = identity_principal else {
-        return Some(format!("the credential identity for '{host}' does not exist"));
+        return Some(format!(
+            "the credential identity for '{host}' does not exist"
+        ));
     };
     if crate::authz::is_authorized(shared, &principal, PULL_ACTION, &registry_id) {
         None

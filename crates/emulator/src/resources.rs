@@ -303,9 +303,9 @@ async fn resource_group(shared: &SharedRef, ctx: &ArmCtx, rg: &str) -> Result<Re
                 state.registries.retain(|k, _| !k.starts_with(&prefix));
                 state.deployments.retain(|k, _| !k.starts_with(&prefix));
                 let rg_scope = prefix.trim_end_matches('/').to_string();
-                state.role_assignments.retain(|_, a| {
-                    !crate::rbac::scope_covers(&rg_scope, &a.assignment.scope)
-                });
+                state
+                    .role_assignments
+                    .retain(|_, a| !crate::rbac::scope_covers(&rg_scope, &a.assignment.scope));
                 state
                     .groups
                     .keys()
