@@ -407,6 +407,9 @@ impl Setup {
     /// Runs every step, writing what is missing or different; `progress` hears each step's
     /// outcome as it completes. Safe to re-run; a failed run is resumed by running again.
     pub async fn apply(&self, progress: &mut dyn FnMut(&PlanItem)) -> Result<Summary, SetupError> {
+        // A registry name taken by someone else must stop the run before step 1 creates
+        // anything, not halfway through.
+        self.registry_name_precheck().await?;
         let mut ctx = steps::Ctx::default();
         for step in Step::ALL {
             let status = self.step(step, &mut ctx, true).await?;

@@ -523,29 +523,23 @@ impl Setup {
         }
     }
 
-    async fn registry(&self, ctx: &mut Ctx, apply: bool) -> Result<Status, SetupError> {
+    /// Fails with [`SetupError::RegistryNameTaken`] when the registry is not in the resource
+    /// group and its name is not available; returns the registry when it exists there.
+    pub(crate) async fn registry_name_precheck(&self) -> Result<Option<Value>, SetupError> {
         let step = Step::Registry;
         let path = self.registry_path();
         if let Some(v) = self.get(step, &path, api::REGISTRY).await? {
-            ctx.registry_id = Some(str_at(&v, "/id").to_string());
-            let owner = if tags_match(&v, &self.options.pool) {
-                ""
-            } else {
-                " (not created by setup: kept as is)"
-            };
-            return Ok(Status::Exists(format!(
-                "{}{owner}",
-                str_at(&v, "/properties/loginServer")
-            )));
+            return Ok(Some(v));
         }
         // Not ours: the name must be free globally, or nothing can be created.
         let check = format!(
             "/subscriptions/{}/providers/Microsoft.ContainerRegistry/checkNameAvailability",
             self.options.subscription_id
         );
+        let request = json!({"name": self.options.registry, "type": "Microsoft.ContainerRegistry/registries"});
         let answer = self
             .arm
-            .post_action(&check, api::REGISTRY, Some(&json!({"name": self.options.registry, "type": "Microsoft.ContainerRegistry/registries"})))
+            .post_action(&check, api::REGISTRY, Some(&request))
             .await
             .map_err(|e| arm_error(step.label(), e))?;
         let body = answer.body.unwrap_or(Value::Null);
@@ -557,6 +551,24 @@ impl Setup {
                     .unwrap_or("it is already in use.")
                     .to_string(),
             });
+        }
+        Ok(None)
+    }
+
+    async fn registry(&self, ctx: &mut Ctx, apply: bool) -> Result<Status, SetupError> {
+        let step = Step::Registry;
+        let path = self.registry_path();
+        if let Some(v) = self.registry_name_precheck().await? {
+            ctx.registry_id = Some(str_at(&v, "/id").to_string());
+            let owner = if tags_match(&v, &self.options.pool) {
+                ""
+            } else {
+                " (not created by setup: kept as is)"
+            };
+            return Ok(Status::Exists(format!(
+                "{}{owner}",
+                str_at(&v, "/properties/loginServer")
+            )));
         }
         if apply {
             let body = json!({
