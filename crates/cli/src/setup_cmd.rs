@@ -147,6 +147,7 @@ pub async fn setup(args: SetupArgs) -> anyhow::Result<ExitCode> {
     if args.target.dry_run {
         return Ok(ExitCode::SUCCESS);
     }
+    println!("Applying:");
     let summary = setup
         .apply(&mut |item| println!("  {:<52} {}", item.step.label(), done(&item.status)))
         .await?;
@@ -200,6 +201,7 @@ pub async fn teardown(args: TeardownArgs) -> anyhow::Result<ExitCode> {
         println!("Nothing was changed.");
         return Ok(ExitCode::FAILURE);
     }
+    println!("Removing:");
     setup
         .teardown(true, &mut |i| match &i.kept {
             None => println!("  deleted {:<16} {}", i.kind, i.id),

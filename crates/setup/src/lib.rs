@@ -13,11 +13,12 @@
 //!    planning, so a name taken by someone else stops the run before anything is created;
 //! 6. the AcrPull assignment of the identity on the registry (it needs the registry, hence
 //!    after step 5);
-//! 7. the worker's own container group (`restartPolicy: Always`, the identity, registry pulls
+//! 7. the Prefect work pool, whose base job template gets the defaults the guide sets by hand
+//!    (identities, the ACR managed identity, subscription id, resource group) — before the
+//!    worker starts, so the worker never creates the pool itself with bare defaults;
+//! 8. the worker's own container group (`restartPolicy: Always`, the identity, registry pulls
 //!    by identity, `PREFECT_API_URL`/`PREFECT_API_KEY` as secure values, running
-//!    `prefect-aci worker start --pool NAME`);
-//! 8. the Prefect work pool, whose base job template gets the defaults the guide sets by hand
-//!    (identities, the ACR managed identity, subscription id, resource group).
+//!    `prefect-aci worker start --pool NAME`).
 //!
 //! # Idempotence and resumption
 //!

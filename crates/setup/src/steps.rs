@@ -39,8 +39,8 @@ impl Step {
         Step::RoleAssignment,
         Step::Registry,
         Step::AcrPullAssignment,
-        Step::WorkerGroup,
         Step::WorkPool,
+        Step::WorkerGroup,
     ];
 
     /// A short label for output.
