@@ -3,8 +3,10 @@
 //!
 //! The emulator serves, on one loopback HTTP port, the three endpoints an ACI client talks
 //! to: Azure Resource Manager (container groups, resource groups, user-assigned
-//! identities), the AAD v2 token endpoint, and an IMDS-compatible managed identity
-//! endpoint. It behaves like the real services where clients can tell the difference:
+//! identities, ARM template deployments, role definitions and assignments, container
+//! registries), the AAD v2 token endpoint, and an IMDS-compatible managed identity
+//! endpoint. With `rbac: true` every ARM request is authorised against the role
+//! assignments, as Azure RBAC does. It behaves like the real services where clients can tell the difference:
 //! error codes and envelopes, `api-version` checks, bearer validation, asynchronous
 //! provisioning with `Azure-AsyncOperation`, paging with `nextLink`, throttling with
 //! `Retry-After`, write-only secrets, and container states with exit codes and restarts.

@@ -77,6 +77,8 @@ pub(crate) async fn handle(
                 "Microsoft.ContainerInstance",
                 "Microsoft.ManagedIdentity",
                 "Microsoft.Resources",
+                "Microsoft.ContainerRegistry",
+                "Microsoft.Authorization",
             ]
             .iter()
             .filter_map(|ns| provider(shared, ns))
@@ -158,7 +160,21 @@ fn provider(shared: &SharedRef, namespace: &str) -> Option<serde_json::Value> {
         ),
         "microsoft.resources" => (
             "Microsoft.Resources",
-            vec![("resourceGroups", Api::Resources)],
+            vec![
+                ("resourceGroups", Api::Resources),
+                ("deployments", Api::Resources),
+            ],
+        ),
+        "microsoft.containerregistry" => (
+            "Microsoft.ContainerRegistry",
+            vec![("registries", Api::ContainerRegistry)],
+        ),
+        "microsoft.authorization" => (
+            "Microsoft.Authorization",
+            vec![
+                ("roleDefinitions", Api::Authorization),
+                ("roleAssignments", Api::Authorization),
+            ],
         ),
         _ => return None,
     };
