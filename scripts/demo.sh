@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the guide's my_flow on ACI — here the local ACI emulator — end to end.
-# Starts a local Prefect server, the emulator and the worker; deploys examples/my_flow.py to an
-# azure-container-instance pool; runs it; prints the flow's log line and final state as Prefect
+# Starts a local Prefect server and the emulator (with RBAC); runs `prefect-aci setup`, which
+# provisions everything and starts the worker in a container running as a managed identity;
+# deploys examples/my_flow.py to the pool; runs it; prints the flow's log line and final state as Prefect
 # stored them; shuts everything down. Everything listens on 127.0.0.1.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -29,10 +30,15 @@ export PREFECT_HOME="$STATE/client-home"
 
 POOL=demo-aci-pool
 REGISTRY=prefectdemo
+RG=prefect-demo
+# The emulator enforces Azure RBAC. Its image table maps the registry's images to local
+# programs: the worker image runs this build of prefect-aci, the flow image the Prefect venv.
 cat > "$STATE/emulator.json" <<JSON
 {
-  "resource_groups": [{"name": "prefect-demo", "location": "eastus"}],
+  "rbac": true,
   "images": [
+    {"image": "$REGISTRY.azurecr.io/prefect-aci:*", "path_prepend": ["$REPO_ROOT/target/debug"],
+     "env": {"PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_HOME": "$STATE/worker-home"}},
     {"image": "$REGISTRY.azurecr.io/example:*", "working_dir": "$REPO_ROOT/examples",
      "path_prepend": ["$VENV3/bin"], "entrypoint_aliases": {"/opt/prefect/entrypoint.sh": []}},
     {"image": "prefecthq/prefect:*", "path_prepend": ["$VENV3/bin"],
@@ -42,40 +48,46 @@ cat > "$STATE/emulator.json" <<JSON
   "provisioning_delay_ms": 300
 }
 JSON
-log "starting the ACI emulator"
-"$BIN" emulator --listen 127.0.0.1:0 --config "$STATE/emulator.json" --env-file "$STATE/azure.env" \
+log "starting the ACI emulator (RBAC enforced)"
+"$BIN" emulator --listen 127.0.0.1:0 --rbac --config "$STATE/emulator.json" --env-file "$STATE/azure.env" \
   >"$STATE/emulator.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 100); do [[ -s "$STATE/azure.env" ]] && break; sleep 0.1; done
 [[ -s "$STATE/azure.env" ]] || { cat "$STATE/emulator.log" >&2; exit 1; }
 set -a; source "$STATE/azure.env"; set +a
 
-log "starting the worker on pool $POOL"
-"$BIN" worker start --pool "$POOL" --name demo-worker >"$STATE/worker.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 1 100); do
-  curl -fsS "$PREFECT_API_URL/work_pools/$POOL" >/dev/null 2>&1 && break; sleep 0.2
-done
+# The worker's own container group logs (for diagnostics), read as the admin.
+worker_logs() {
+  local token
+  token="$(curl -fsS "$AZURE_AUTHORITY_HOST/$AZURE_TENANT_ID/oauth2/v2.0/token" \
+    -d grant_type=client_credentials -d "client_id=$AZURE_CLIENT_ID" \
+    --data-urlencode "client_secret=$AZURE_CLIENT_SECRET" \
+    --data-urlencode scope=https://management.azure.com/.default | "$VENV3/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
+  curl -fsS -H "Authorization: Bearer $token" \
+    "$AZURE_RESOURCE_MANAGER_ENDPOINT/subscriptions/$AZURE_SUBSCRIPTION_ID/resourceGroups/$RG/providers/Microsoft.ContainerInstance/containerGroups/$POOL/containers/prefect-aci-worker/logs?api-version=2025-09-01&tail=40" \
+    | "$VENV3/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["content"])'
+}
 
-# The guide's steps 1-5 on the emulator: a user-assigned identity the flow containers pull
-# their image with (ACR needs a credential), passed as job variables.
-TOKEN="$(curl -fsS "$AZURE_AUTHORITY_HOST/$AZURE_TENANT_ID/oauth2/v2.0/token" \
-  -d grant_type=client_credentials -d "client_id=$AZURE_CLIENT_ID" \
-  --data-urlencode "client_secret=$AZURE_CLIENT_SECRET" \
-  --data-urlencode scope=https://management.azure.com/.default | "$VENV3/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
-IDENTITY_ID="/subscriptions/$AZURE_SUBSCRIPTION_ID/resourceGroups/prefect-demo/providers/Microsoft.ManagedIdentity/userAssignedIdentities/prefect-demo-identity"
-curl -fsS -X PUT "$AZURE_RESOURCE_MANAGER_ENDPOINT$IDENTITY_ID?api-version=2023-01-31" \
-  -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{"location":"eastus"}' >/dev/null
+# The guide's steps 1-5 in one command, as the subscription's admin: resource group, role,
+# identity, role assignments, registry, work pool, and the worker's container group, which
+# runs `prefect-aci worker start` as the identity (tokens from the emulator's IMDS).
+log "prefect-aci setup"
+"$BIN" setup --subscription "$AZURE_SUBSCRIPTION_ID" --resource-group "$RG" --location eastus \
+  --identity prefect-demo-identity --registry "$REGISTRY" --pool "$POOL" --yes
+log "prefect-aci setup again: nothing to change"
+"$BIN" setup --subscription "$AZURE_SUBSCRIPTION_ID" --resource-group "$RG" --location eastus \
+  --identity prefect-demo-identity --registry "$REGISTRY" --pool "$POOL" --dry-run
 
 log "deploying examples/my_flow.py"
+# The pool's defaults (set by setup) carry the identity, registry, subscription and group.
 (cd examples && PREFECT_ACI_DEMO=1 REGISTRY_NAME="$REGISTRY" WORK_POOL_NAME="$POOL" \
-  PREFECT_ACI_JOB_VARIABLES="{\"subscription_id\": \"$AZURE_SUBSCRIPTION_ID\", \"resource_group_name\": \"prefect-demo\", \"stream_output\": true, \"identities\": [\"$IDENTITY_ID\"], \"image_registry\": {\"registry_url\": \"$REGISTRY.azurecr.io\", \"identity\": \"$IDENTITY_ID\"}}" \
+  PREFECT_ACI_JOB_VARIABLES='{"stream_output": true}' \
   "$VENV3/bin/python" my_flow.py >"$STATE/deploy.log" 2>&1) || { cat "$STATE/deploy.log" >&2; exit 1; }
 
 log "running my-flow/aci-deployment"
 if ! "$VENV3/bin/python" scripts/demo_run.py; then
   log "the demo run did not complete; worker log:"
-  tail -40 "$STATE/worker.log" >&2
+  worker_logs >&2 || tail -40 "$STATE/emulator.log" >&2
   exit 1
 fi
 log "done; shutting down"

@@ -27,6 +27,10 @@ pub struct EmulatorArgs {
     /// printed (clients that insist on https, like MSAL-based credentials, need this).
     #[arg(long)]
     tls: bool,
+    /// Enforce Azure RBAC: every ARM call needs a role assignment granting its action (the
+    /// config's admin principal is Owner of the subscription).
+    #[arg(long)]
+    rbac: bool,
 }
 
 pub async fn run(args: EmulatorArgs) -> anyhow::Result<ExitCode> {
@@ -44,6 +48,9 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<ExitCode> {
     }
     if args.tls {
         config.tls = true;
+    }
+    if args.rbac {
+        config.rbac = true;
     }
     let shutdown = crate::shutdown::on_signals();
     let emulator = aci_emulator::start(config)

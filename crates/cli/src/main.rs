@@ -8,6 +8,7 @@
 mod emulator_cmd;
 mod logging;
 mod pool_cmd;
+mod setup_cmd;
 mod shutdown;
 mod worker_cmd;
 
@@ -35,6 +36,10 @@ enum Command {
     Pool(pool_cmd::PoolCommand),
     /// Serve the local ARM/ACI emulator.
     Emulator(emulator_cmd::EmulatorArgs),
+    /// Create (or update) everything an ACI work pool needs: the guide's steps, idempotent.
+    Setup(setup_cmd::SetupArgs),
+    /// Remove what `setup` created for a pool (found by its tags), and nothing else.
+    Teardown(setup_cmd::TeardownArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +62,8 @@ fn main() -> ExitCode {
             Command::Worker(cmd) => worker_cmd::run(cmd).await,
             Command::Pool(cmd) => pool_cmd::run(cmd).await,
             Command::Emulator(args) => emulator_cmd::run(args).await,
+            Command::Setup(args) => setup_cmd::setup(args).await,
+            Command::Teardown(args) => setup_cmd::teardown(args).await,
         }
     });
     match result {

@@ -302,6 +302,15 @@ fn validate(
             {
                 return Err(inaccessible(&cp.image, name));
             }
+            if let Some(why) = crate::registry::pull_refused(shared, host, &creds) {
+                return Err(ArmError::bad_request(
+                    "InaccessibleImage",
+                    format!(
+                        "The image '{}' in container group '{name}' is not accessible: {why}.",
+                        cp.image
+                    ),
+                ));
+            }
         }
         if shared.config.check_images_on_create
             && runtime::find_rule(&shared.config.images, &cp.image).is_none()

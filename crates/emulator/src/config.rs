@@ -95,6 +95,15 @@ pub struct EmulatorConfig {
     pub require_auth: bool,
     /// Serve HTTPS with a generated CA (see [`crate::Emulator::ca_pem_path`]).
     pub tls: bool,
+    /// Enforce Azure RBAC on every ARM request (default false). The admin principal has
+    /// Owner on the subscription; everyone else needs role assignments.
+    pub rbac: bool,
+    /// Entra replication lag: a principal created less than this many milliseconds ago is
+    /// unknown to role assignments that do not set `principalType` (`PrincipalNotFound`).
+    pub principal_replication_lag_ms: u64,
+    /// Container registry names that are "taken" by someone else in Azure (globally unique
+    /// names): `checkNameAvailability` reports them unavailable and PUTs fail.
+    pub taken_registry_names: Vec<String>,
 }
 
 /// A service principal the AAD endpoint knows.
@@ -320,6 +329,9 @@ impl Default for EmulatorConfig {
             faults: Faults::default(),
             require_auth: true,
             tls: false,
+            rbac: false,
+            principal_replication_lag_ms: 2000,
+            taken_registry_names: Vec::new(),
         }
     }
 }

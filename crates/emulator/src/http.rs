@@ -30,7 +30,7 @@ use crate::error::ArmError;
 use crate::path::{looks_like_api_version, parse_arm, segments, Api, GroupAction, Route};
 use crate::state::{lock, SharedRef};
 use crate::throttle::{Kind, Take};
-use crate::{aci, admin, auth, resources};
+use crate::{aci, admin, auth, authz, deployments, registry, resources};
 
 /// Largest request body accepted (ARM's own limit is 4 MB for most providers).
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -267,11 +267,32 @@ fn operation_name(route: &Route, method: &Method) -> String {
             "userAssignedIdentities.{}",
             verb("get", "createOrUpdate", "delete")
         ),
+        Route::Deployments { .. } => "deployments.listByResourceGroup".into(),
+        Route::Deployment { .. } => {
+            format!("deployments.{}", verb("get", "createOrUpdate", "delete"))
+        }
+        Route::DeploymentOperationStatus { .. } => "deployments.operationStatus".into(),
+        Route::OperationResult { .. } => "operationResults.get".into(),
+        Route::RoleDefinitions { .. } => "roleDefinitions.list".into(),
+        Route::RoleDefinition { .. } => {
+            format!(
+                "roleDefinitions.{}",
+                verb("get", "createOrUpdate", "delete")
+            )
+        }
+        Route::RoleAssignments { .. } => "roleAssignments.list".into(),
+        Route::RoleAssignment { .. } => {
+            format!("roleAssignments.{}", verb("get", "create", "delete"))
+        }
+        Route::RegistriesInGroup { .. } => "registries.listByResourceGroup".into(),
+        Route::Registry { .. } => format!("registries.{}", verb("get", "create", "delete")),
+        Route::RegistryNameCheck => "registries.checkNameAvailability".into(),
+        Route::RegistryOperation { .. } => "registries.operationStatus".into(),
         Route::Unknown { .. } => "unknown".into(),
     }
 }
 
-async fn arm(shared: &SharedRef, req: Req, segs: &[String]) -> (String, Response) {
+pub(crate) async fn arm(shared: &SharedRef, req: Req, segs: &[String]) -> (String, Response) {
     let sub = segs.get(1).cloned().unwrap_or_default();
     let route = if segs.len() >= 2 {
         parse_arm(&segs[2..])
@@ -414,6 +435,11 @@ async fn arm_versioned(
         ));
     }
     let action = route.action(&req.method);
+    // 7. Azure RBAC (when enforced): the caller's role assignments must grant the action
+    //    over the request's scope, and any identity the body links to must be assignable.
+    if shared.config.rbac && !route.is_operation_status() {
+        crate::authz::authorize(shared, principal, &req)?;
+    }
     tracing::trace!(
         principal,
         action = action.as_deref().unwrap_or(""),
@@ -447,6 +473,18 @@ async fn arm_versioned(
         | Route::ContainerGroupAction { .. }
         | Route::ContainerLogs { .. }
         | Route::AciOperation { .. } => aci::handle(shared, &ctx, route).await,
+        Route::Deployments { .. }
+        | Route::Deployment { .. }
+        | Route::DeploymentOperationStatus { .. }
+        | Route::OperationResult { .. } => deployments::handle(shared, &ctx, route).await,
+        Route::RoleDefinitions { .. }
+        | Route::RoleDefinition { .. }
+        | Route::RoleAssignments { .. }
+        | Route::RoleAssignment { .. } => authz::handle(shared, &ctx, route),
+        Route::RegistriesInGroup { .. }
+        | Route::Registry { .. }
+        | Route::RegistryNameCheck
+        | Route::RegistryOperation { .. } => registry::handle(shared, &ctx, route),
         _ => resources::handle(shared, &ctx, route).await,
     }
 }
@@ -463,11 +501,7 @@ fn check_api_version(shared: &SharedRef, api: Api, v: &str) -> Result<(), ArmErr
             format!("The api-version '{v}' is invalid. The supported versions are '{list}'."),
         ));
     }
-    let ns = match api {
-        Api::Resources => "Microsoft.Resources",
-        Api::ContainerInstance => "Microsoft.ContainerInstance",
-        Api::ManagedIdentity => "Microsoft.ManagedIdentity",
-    };
+    let ns = api.namespace();
     Err(ArmError::bad_request(
         "NoRegisteredProviderFound",
         format!(

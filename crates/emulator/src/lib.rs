@@ -3,8 +3,10 @@
 //!
 //! The emulator serves, on one loopback HTTP port, the three endpoints an ACI client talks
 //! to: Azure Resource Manager (container groups, resource groups, user-assigned
-//! identities), the AAD v2 token endpoint, and an IMDS-compatible managed identity
-//! endpoint. It behaves like the real services where clients can tell the difference:
+//! identities, ARM template deployments, role definitions and assignments, container
+//! registries), the AAD v2 token endpoint, and an IMDS-compatible managed identity
+//! endpoint. With `rbac: true` every ARM request is authorised against the role
+//! assignments, as Azure RBAC does. It behaves like the real services where clients can tell the difference:
 //! error codes and envelopes, `api-version` checks, bearer validation, asynchronous
 //! provisioning with `Azure-AsyncOperation`, paging with `nextLink`, throttling with
 //! `Retry-After`, write-only secrets, and container states with exit codes and restarts.
@@ -26,6 +28,10 @@
 //! - `aci`: container group operations and validation.
 //! - `runtime`: the provisioning state machine and container processes.
 //! - `resources`: subscription, resource groups, providers, user-assigned identities.
+//! - `deployments`: ARM template deployments (evaluated by [`arm_template`], resources
+//!   created through the same handlers as direct PUTs).
+//! - `authz`: role definitions and assignments, and RBAC enforcement with [`rbac`].
+//! - `registry`: container registries (`Microsoft.ContainerRegistry/registries`).
 //! - `admin`: the `/_emulator/` introspection and fault API.
 //! - `state`: shared state, stats and summaries; `throttle`: token buckets and quotas.
 //! - `tls`: the optional HTTPS listener and its generated CA.
@@ -59,11 +65,14 @@ mod aci;
 mod admin;
 pub mod arm_template;
 mod auth;
+mod authz;
 pub mod config;
+mod deployments;
 mod error;
 mod http;
 mod path;
 pub mod rbac;
+mod registry;
 mod resources;
 mod runtime;
 mod state;
@@ -128,6 +137,8 @@ pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
         "Microsoft.Resources",
         "Microsoft.ContainerInstance",
         "Microsoft.ManagedIdentity",
+        "Microsoft.ContainerRegistry",
+        "Microsoft.Authorization",
     ] {
         if !config
             .unregistered_providers
@@ -176,6 +187,8 @@ pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
                     .principal_id
                     .clone()
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                // Seeded identities exist "long ago": already replicated.
+                created: None,
             },
         );
     }

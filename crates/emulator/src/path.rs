@@ -47,6 +47,35 @@ pub enum Route {
     IdentitiesInGroup { rg: String },
     /// `…/userAssignedIdentities/{name}`
     Identity { rg: String, name: String },
+    /// `…/resourcegroups/{rg}/providers/Microsoft.Resources/deployments`
+    Deployments { rg: String },
+    /// `…/resourcegroups/{rg}/providers/Microsoft.Resources/deployments/{name}`
+    Deployment { rg: String, name: String },
+    /// `…/deployments/{name}/operationStatuses/{id}`
+    DeploymentOperationStatus {
+        rg: String,
+        name: String,
+        id: String,
+    },
+    /// `/subscriptions/{sub}/operationresults/{id}` (deployment deletes)
+    OperationResult { id: String },
+    /// `{scope}/providers/Microsoft.Authorization/roleDefinitions` (scope relative to the
+    /// subscription: `""`, `resourceGroups/rg`, ...)
+    RoleDefinitions { scope: String },
+    /// `{scope}/providers/Microsoft.Authorization/roleDefinitions/{guid}`
+    RoleDefinition { scope: String, guid: String },
+    /// `{scope}/providers/Microsoft.Authorization/roleAssignments`
+    RoleAssignments { scope: String },
+    /// `{scope}/providers/Microsoft.Authorization/roleAssignments/{name}`
+    RoleAssignment { scope: String, name: String },
+    /// `…/resourceGroups/{rg}/providers/Microsoft.ContainerRegistry/registries`
+    RegistriesInGroup { rg: String },
+    /// `…/resourceGroups/{rg}/providers/Microsoft.ContainerRegistry/registries/{name}`
+    Registry { rg: String, name: String },
+    /// `POST /subscriptions/{sub}/providers/Microsoft.ContainerRegistry/checkNameAvailability`
+    RegistryNameCheck,
+    /// `/subscriptions/{sub}/providers/Microsoft.ContainerRegistry/locations/{loc}/operationResults/{id}`
+    RegistryOperation { id: String },
     /// Anything else under the subscription; holds the provider namespace and type if any.
     Unknown {
         namespace: Option<String>,
@@ -97,7 +126,62 @@ pub fn parse_arm(rest: &[String]) -> Route {
     let lower: Vec<String> = rest.iter().map(|s| s.to_ascii_lowercase()).collect();
     let l: Vec<&str> = lower.iter().map(String::as_str).collect();
     let r = rest;
+    // Extension resources of Microsoft.Authorization live under any scope.
+    if let Some(i) = l.iter().rposition(|s| *s == "providers") {
+        if l.get(i + 1) == Some(&"microsoft.authorization") {
+            let scope = r[..i].join("/");
+            match (l.get(i + 2).copied(), r.get(i + 3), l.len() - i) {
+                (Some("roledefinitions"), None, 3) => return Route::RoleDefinitions { scope },
+                (Some("roledefinitions"), Some(g), 4) => {
+                    return Route::RoleDefinition {
+                        scope,
+                        guid: g.clone(),
+                    }
+                }
+                (Some("roleassignments"), None, 3) => return Route::RoleAssignments { scope },
+                (Some("roleassignments"), Some(n), 4) => {
+                    return Route::RoleAssignment {
+                        scope,
+                        name: n.clone(),
+                    }
+                }
+                _ => return unknown(&l, r),
+            }
+        }
+    }
     match l.as_slice() {
+        ["operationresults", _] => Route::OperationResult { id: r[1].clone() },
+        ["resourcegroups", _, "providers", "microsoft.resources", "deployments"] => {
+            Route::Deployments { rg: r[1].clone() }
+        }
+        ["resourcegroups", _, "providers", "microsoft.resources", "deployments", _] => {
+            Route::Deployment {
+                rg: r[1].clone(),
+                name: r[5].clone(),
+            }
+        }
+        ["resourcegroups", _, "providers", "microsoft.resources", "deployments", _, "operationstatuses", _] => {
+            Route::DeploymentOperationStatus {
+                rg: r[1].clone(),
+                name: r[5].clone(),
+                id: r[7].clone(),
+            }
+        }
+        ["resourcegroups", _, "providers", "microsoft.containerregistry", "registries"] => {
+            Route::RegistriesInGroup { rg: r[1].clone() }
+        }
+        ["resourcegroups", _, "providers", "microsoft.containerregistry", "registries", _] => {
+            Route::Registry {
+                rg: r[1].clone(),
+                name: r[5].clone(),
+            }
+        }
+        ["providers", "microsoft.containerregistry", "checknameavailability"] => {
+            Route::RegistryNameCheck
+        }
+        ["providers", "microsoft.containerregistry", "locations", _, "operationresults", _] => {
+            Route::RegistryOperation { id: r[5].clone() }
+        }
         [] => Route::Subscription,
         ["resourcegroups"] => Route::ResourceGroups,
         ["resourcegroups", _] => Route::ResourceGroup { rg: r[1].clone() },
@@ -184,6 +268,10 @@ pub enum Api {
     ContainerInstance,
     /// Microsoft.ManagedIdentity.
     ManagedIdentity,
+    /// Microsoft.Authorization (role definitions and assignments).
+    Authorization,
+    /// Microsoft.ContainerRegistry.
+    ContainerRegistry,
 }
 
 impl Api {
@@ -193,6 +281,8 @@ impl Api {
             Api::Resources => "Microsoft.Resources",
             Api::ContainerInstance => "Microsoft.ContainerInstance",
             Api::ManagedIdentity => "Microsoft.ManagedIdentity",
+            Api::Authorization => "Microsoft.Authorization",
+            Api::ContainerRegistry => "Microsoft.ContainerRegistry",
         }
     }
 
@@ -225,6 +315,24 @@ impl Api {
                 "2024-11-30",
                 "2025-01-31-preview",
             ],
+            Api::Authorization => &[
+                "2015-07-01",
+                "2018-01-01-preview",
+                "2018-09-01-preview",
+                "2020-04-01-preview",
+                "2020-10-01-preview",
+                "2022-04-01",
+                "2022-05-01-preview",
+            ],
+            Api::ContainerRegistry => &[
+                "2019-05-01",
+                "2021-09-01",
+                "2022-12-01",
+                "2023-07-01",
+                "2023-11-01-preview",
+                "2025-04-01",
+                "2025-11-01",
+            ],
         }
     }
 
@@ -234,6 +342,8 @@ impl Api {
             Api::Resources => "resourceGroups",
             Api::ContainerInstance => "containerGroups",
             Api::ManagedIdentity => "userAssignedIdentities",
+            Api::Authorization => "roleAssignments",
+            Api::ContainerRegistry => "registries",
         }
     }
 }
@@ -271,7 +381,19 @@ impl Route {
             | Route::ResourceGroup { .. }
             | Route::Providers
             | Route::Provider { .. }
-            | Route::ProviderRegister { .. } => Some(Api::Resources),
+            | Route::ProviderRegister { .. }
+            | Route::Deployments { .. }
+            | Route::Deployment { .. }
+            | Route::DeploymentOperationStatus { .. }
+            | Route::OperationResult { .. } => Some(Api::Resources),
+            Route::RoleDefinitions { .. }
+            | Route::RoleDefinition { .. }
+            | Route::RoleAssignments { .. }
+            | Route::RoleAssignment { .. } => Some(Api::Authorization),
+            Route::RegistriesInGroup { .. }
+            | Route::Registry { .. }
+            | Route::RegistryNameCheck
+            | Route::RegistryOperation { .. } => Some(Api::ContainerRegistry),
             Route::ContainerGroupsInSubscription
             | Route::ContainerGroupsInGroup { .. }
             | Route::ContainerGroup { .. }
@@ -286,6 +408,18 @@ impl Route {
 }
 
 impl Route {
+    /// Operation status polls: ARM does not authorise them separately (whoever holds the
+    /// operation URL started the operation), so RBAC skips them.
+    pub fn is_operation_status(&self) -> bool {
+        matches!(
+            self,
+            Route::AciOperation { .. }
+                | Route::DeploymentOperationStatus { .. }
+                | Route::OperationResult { .. }
+                | Route::RegistryOperation { .. }
+        )
+    }
+
     /// The Azure RBAC action a request needs (`Microsoft.ContainerInstance/containerGroups/read`,
     /// ...), for authorization checks. `None` for unknown routes. Creating a group with
     /// user-assigned identities additionally needs
@@ -333,6 +467,8 @@ impl Route {
             }
             Route::Identity { .. } => rwd("Microsoft.ManagedIdentity/userAssignedIdentities"),
             Route::Unknown { .. } => return None,
+            // The newer routes use the general mapping (`rbac::action_for`) directly.
+            _ => return None,
         })
     }
 }

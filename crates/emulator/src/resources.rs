@@ -77,6 +77,8 @@ pub(crate) async fn handle(
                 "Microsoft.ContainerInstance",
                 "Microsoft.ManagedIdentity",
                 "Microsoft.Resources",
+                "Microsoft.ContainerRegistry",
+                "Microsoft.Authorization",
             ]
             .iter()
             .filter_map(|ns| provider(shared, ns))
@@ -158,7 +160,21 @@ fn provider(shared: &SharedRef, namespace: &str) -> Option<serde_json::Value> {
         ),
         "microsoft.resources" => (
             "Microsoft.Resources",
-            vec![("resourceGroups", Api::Resources)],
+            vec![
+                ("resourceGroups", Api::Resources),
+                ("deployments", Api::Resources),
+            ],
+        ),
+        "microsoft.containerregistry" => (
+            "Microsoft.ContainerRegistry",
+            vec![("registries", Api::ContainerRegistry)],
+        ),
+        "microsoft.authorization" => (
+            "Microsoft.Authorization",
+            vec![
+                ("roleDefinitions", Api::Authorization),
+                ("roleAssignments", Api::Authorization),
+            ],
         ),
         _ => return None,
     };
@@ -300,6 +316,12 @@ async fn resource_group(shared: &SharedRef, ctx: &ArmCtx, rg: &str) -> Result<Re
                 let prefix =
                     format!("{}/resourcegroups/{}/", shared.sub_id(), rg).to_ascii_lowercase();
                 state.identities.retain(|k, _| !k.starts_with(&prefix));
+                state.registries.retain(|k, _| !k.starts_with(&prefix));
+                state.deployments.retain(|k, _| !k.starts_with(&prefix));
+                let rg_scope = prefix.trim_end_matches('/').to_string();
+                state
+                    .role_assignments
+                    .retain(|_, a| !crate::rbac::scope_covers(&rg_scope, &a.assignment.scope));
                 state
                     .groups
                     .keys()
@@ -392,6 +414,7 @@ fn identity(shared: &SharedRef, ctx: &ArmCtx, rg: &str, name: &str) -> Result<Re
                     tags: BTreeMap::new(),
                     client_id: uuid::Uuid::new_v4().to_string(),
                     principal_id: uuid::Uuid::new_v4().to_string(),
+                    created: Some(std::time::Instant::now()),
                 });
             entry.tags = body.tags;
             let rendered = render_identity(shared, entry);

@@ -91,6 +91,14 @@ pub(crate) struct State {
     pub operations: HashMap<String, OpEntry>,
     /// Registered resource provider namespaces (lower-cased).
     pub registered: std::collections::BTreeSet<String>,
+    /// ARM template deployments by lower-cased id.
+    pub deployments: BTreeMap<String, DeploymentEntry>,
+    /// Custom role definitions by lower-cased GUID.
+    pub role_definitions: BTreeMap<String, crate::rbac::RoleDefinition>,
+    /// Role assignments by lower-cased id.
+    pub role_assignments: BTreeMap<String, AssignmentEntry>,
+    /// Container registries by lower-cased id.
+    pub registries: BTreeMap<String, RegistryEntry>,
     /// Remaining failures per capacity fault (index into `faults.capacity`), consumed per create.
     pub capacity_used: HashMap<String, u32>,
 }
@@ -121,6 +129,73 @@ pub(crate) struct IdentityEntry {
     pub client_id: String,
     /// Principal (object) id.
     pub principal_id: String,
+    /// When the identity was created through ARM (`None` for seeded ones): role
+    /// assignments without `principalType` cannot see it until replication catches up.
+    pub created: Option<Instant>,
+}
+
+/// An ARM template deployment record.
+#[derive(Debug, Clone)]
+pub(crate) struct DeploymentEntry {
+    /// Resource id as created.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Resource group as sent.
+    pub resource_group: String,
+    /// `Accepted`, `Running`, `Succeeded`, `Failed`.
+    pub provisioning_state: String,
+    /// `properties.mode`.
+    pub mode: String,
+    /// Evaluated parameters (secure ones without value).
+    pub parameters: serde_json::Map<String, serde_json::Value>,
+    /// Outputs once succeeded.
+    pub outputs: serde_json::Map<String, serde_json::Value>,
+    /// Ids of the resources the deployment created or updated.
+    pub output_resources: Vec<String>,
+    /// `DeploymentFailed` error once failed.
+    pub error: Option<serde_json::Value>,
+    /// Last change (RFC 3339).
+    pub timestamp: String,
+    /// Correlation id of the PUT.
+    pub correlation_id: String,
+    /// The async operation of the current run.
+    pub op_id: String,
+}
+
+/// A custom role definition or role assignment is kept in [`crate::rbac`]'s own types.
+/// A role assignment plus bookkeeping.
+#[derive(Debug, Clone)]
+pub(crate) struct AssignmentEntry {
+    /// The assignment.
+    pub assignment: crate::rbac::RoleAssignment,
+    /// `properties.description`.
+    pub description: Option<String>,
+    /// Creation time (RFC 3339).
+    pub created_on: String,
+}
+
+/// A container registry.
+#[derive(Debug, Clone)]
+pub(crate) struct RegistryEntry {
+    /// Resource id as created.
+    pub id: String,
+    /// Name as created.
+    pub name: String,
+    /// Resource group as sent.
+    pub resource_group: String,
+    /// Location.
+    pub location: String,
+    /// SKU name (`Basic`, `Standard`, `Premium`).
+    pub sku: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// `properties.adminUserEnabled`.
+    pub admin_user_enabled: bool,
+    /// `Creating`, `Succeeded`.
+    pub provisioning_state: String,
+    /// Creation time (RFC 3339).
+    pub creation_date: String,
 }
 
 /// A container group and its runtime.

@@ -459,3 +459,55 @@ async fn hello_flow_runs_on_a_prefect_2_server() {
     w.stop().await;
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_pool_with_a_custom_arm_template_runs_through_an_arm_deployment() {
+    let url = api_url();
+    let emu = emulator().await;
+    let pool = unique("aci-pool");
+    let api = Api::new(&url);
+    // A customised template (a fixed container name): the worker must deploy it through ARM
+    // rather than PUT the group itself.
+    let mut template = prefect_aci_worker::template::base_job_template();
+    let resource = &mut template["job_configuration"]["arm_template"]["resources"][0];
+    resource["properties"]["containers"][0]["name"] = json!("[concat('custom-', 'job')]");
+    api.0
+        .create_work_pool(&pool, "azure-container-instance", Some(&template), None)
+        .await
+        .expect("create the pool");
+    let w = start_worker(worker_config(&url, &pool), &emu);
+    let dep = deployment(&api, &pool, "flows.py:hello", base_vars(&emu)).await;
+    let run = api.create_flow_run(dep, json!({})).await;
+    // The group the deployment created is the template's (its container name).
+    wait_for(Duration::from_secs(60), "the templated group", || async {
+        emu.groups()
+            .into_iter()
+            .find(|g| g.name.contains(&run.to_string()))
+            .filter(|g| g.containers.first().is_some_and(|c| c.name == "custom-job"))
+    })
+    .await;
+    let fr = final_state(&api, run, Duration::from_secs(120)).await;
+    assert_eq!(fr["state"]["type"], "COMPLETED", "{fr}");
+    // The flow can finish before the worker's next poll of the deployment: wait for the
+    // worker to see it succeed and delete the record.
+    wait_for(
+        Duration::from_secs(60),
+        "the deployment record to be deleted",
+        || async { (emu.stats().count("deployments.delete", 202) >= 1).then_some(()) },
+    )
+    .await;
+    let stats = emu.stats();
+    assert_eq!(
+        stats.count("deployments.createOrUpdate", 201),
+        1,
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.total("containerGroups.createOrUpdate"),
+        0,
+        "{stats:?}"
+    );
+    no_groups_left(&emu, run).await;
+    w.stop().await;
+    emu.shutdown().await;
+}

@@ -6,6 +6,8 @@
 mod aci;
 mod arm;
 mod auth;
+mod authz;
+mod deployments;
 mod faults;
 mod robustness;
 mod sdk_python;
