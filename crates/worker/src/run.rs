@@ -564,7 +564,7 @@ async fn configure<I: Infrastructure>(run: &mut RunState<I>) -> StepResult<I::Jo
 /// even a lost tie from creating a second container.) Read errors fall back to proceeding:
 /// an unreachable API must not strand a claimed run.
 async fn won_claim(client: &PrefectClient, id: Uuid, ours: Uuid, claimed_at: Instant) -> bool {
-    const SETTLE: Duration = Duration::from_millis(750);
+    const SETTLE: Duration = Duration::from_millis(400);
     let waited = claimed_at.elapsed();
     if waited < SETTLE {
         tokio::time::sleep(SETTLE - waited).await;

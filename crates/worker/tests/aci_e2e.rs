@@ -97,7 +97,7 @@ async fn hello_flow_completes_with_its_logs_in_prefect_and_the_group_is_deleted(
     );
     no_groups_left(&emu, run).await;
     let logs = wait_for(
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         "container output in Prefect logs",
         || async {
             let l = api.logs(run).await;
