@@ -362,6 +362,8 @@ async fn setup_is_idempotent_and_the_identity_runs_flows_and_teardown_removes_on
         .map(|i| i.step)
         .collect();
     assert_eq!(changed, vec![Step::RoleAssignment]);
+    s.apply(&mut |_| {}).await.expect("resume");
+    assert!(s.plan().await.expect("plan").is_noop());
 
     // Teardown: only tagged resources go; a bystander keeps the resource group alive.
     let bystander = format!(
