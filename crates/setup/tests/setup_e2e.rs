@@ -475,3 +475,35 @@ async fn a_missing_permission_names_the_action_and_the_roles_that_grant_it() {
         "{text}"
     );
 }
+
+#[test]
+fn stable_guids_match_arm_guid_as_the_emulator_implements_it() {
+    use aci_emulator::rbac;
+    use prefect_aci_setup::roles;
+    let scope = "/subscriptions/s/resourceGroups/rg";
+    assert_eq!(
+        roles::custom_role_guid(scope),
+        rbac::custom_role_definition_name(scope, roles::ROLE_NAME)
+    );
+    assert_eq!(
+        roles::assignment_name(scope, "p", "/r"),
+        rbac::role_assignment_name(scope, "p", "/r")
+    );
+    // The static role table agrees with the emulator's built-in roles.
+    let defs = rbac::builtin_role_definitions();
+    for action in [
+        "Microsoft.Authorization/roleAssignments/write",
+        "Microsoft.ContainerInstance/containerGroups/write",
+        "Microsoft.ContainerRegistry/registries/pull/read",
+        "Microsoft.Resources/subscriptions/resourceGroups/read",
+    ] {
+        let ours: Vec<&str> = roles::roles_granting(action);
+        for d in rbac::roles_granting(action, &defs) {
+            assert!(
+                ours.contains(&d.role_name.as_str()),
+                "{action}: {} missing from {ours:?}",
+                d.role_name
+            );
+        }
+    }
+}
