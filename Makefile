@@ -1,4 +1,4 @@
-.PHONY: test demo lint
+.PHONY: test demo lint soak fuzz
 
 # Runs every test against real Prefect servers (and the emulator) on loopback.
 test:
@@ -11,3 +11,12 @@ demo:
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+# The fault matrix in its long mode (20 worker kills, 60 s Prefect outage, more runs);
+# rewrites docs/RELIABILITY.md.
+soak:
+	scripts/soak.sh
+
+# cargo-fuzz targets (templating, ARM and Prefect response parsers); FUZZ_SECONDS per target.
+fuzz:
+	scripts/fuzz.sh

@@ -205,3 +205,82 @@ pub async fn run(cmd: WorkerCommand) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: StartArgs,
+    }
+
+    fn parse(argv: &[&str]) -> anyhow::Result<WorkerConfig> {
+        let mut full = vec!["x", "--api-url", "http://127.0.0.1:4200/api"];
+        full.extend_from_slice(argv);
+        Wrap::try_parse_from(full)?.args.into_config()
+    }
+
+    #[test]
+    fn prefect_flags_keep_their_meaning_and_defaults() {
+        let c = parse(&[
+            "-p",
+            "pool",
+            "-q",
+            "a",
+            "--work-queue",
+            "b",
+            "-n",
+            "w1",
+            "-l",
+            "3",
+            "--run-once",
+        ])
+        .unwrap();
+        assert_eq!(c.pool, "pool");
+        assert_eq!(c.work_queues, ["a", "b"]);
+        assert_eq!(c.name, "w1");
+        assert_eq!(c.limit, Some(3));
+        assert!(c.run_once && c.create_pool_if_not_found);
+        assert_eq!(c.prefetch, Duration::from_secs(10));
+        assert!(c.healthcheck.is_none());
+
+        let d = parse(&[
+            "--pool",
+            "p",
+            "--with-healthcheck",
+            "--no-create-pool-if-not-found",
+            "--prefetch-seconds",
+            "2.5",
+        ])
+        .unwrap();
+        assert_eq!(
+            d.healthcheck,
+            Some("0.0.0.0:8080".parse().unwrap()),
+            "Prefect's default webserver address"
+        );
+        assert!(!d.create_pool_if_not_found);
+        assert_eq!(d.prefetch, Duration::from_millis(2500));
+        assert!(d.name.starts_with("AzureContainerWorker "));
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let e = parse(&["--pool", "p", "--limit", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--limit"), "{e}");
+        let e = parse(&["--pool", "p", "--name", "a/b"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("may not contain"), "{e}");
+        let e = parse(&["--pool", "p", "--type", "process"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("azure-container-instance"), "{e}");
+        let e = parse(&["--pool", "p", "--base-job-template", "/nonexistent.json"]).unwrap_err();
+        assert!(format!("{e:#}").contains("/nonexistent.json"));
+    }
+}

@@ -475,6 +475,7 @@ fn put(shared: &SharedRef, ctx: &ArmCtx, rg: &str, name: &str) -> Result<Respons
                         tracker: tokio_util::task::TaskTracker::new(),
                         current_op: None,
                         imds_key: uuid::Uuid::new_v4().simple().to_string(),
+                        created_at: crate::state::now_rfc3339(),
                     },
                 );
             }

@@ -195,6 +195,9 @@ pub struct Faults {
     pub aci_quotas: Option<AciQuotas>,
     /// Probability (0.0–1.0) that an ARM request fails with 500 or 503.
     pub error_rate: f64,
+    /// When non-empty, `error_rate` applies only to these operations (stats names with `*`
+    /// globs, e.g. `containerGroups.get`, `containerGroups.*`).
+    pub error_operations: Vec<String>,
     /// Latency added to every ARM request.
     pub latency_ms: u64,
     /// Capacity errors (409 `ServiceUnavailable`) on container group creation.
@@ -211,6 +214,7 @@ impl Default for Faults {
             arm_throttling: Some(ThrottleLimits::default()),
             aci_quotas: Some(AciQuotas::default()),
             error_rate: 0.0,
+            error_operations: Vec::new(),
             latency_ms: 0,
             capacity: Vec::new(),
             provisioning_delay_ms: None,

@@ -305,7 +305,7 @@ pub(crate) async fn arm(shared: &SharedRef, req: Req, segs: &[String]) -> (Strin
     };
     let op = operation_name(&route, &req.method);
     let kind = Kind::of(&req.method);
-    let response = match arm_front(shared, req, &sub, route, kind).await {
+    let response = match arm_front(shared, req, &sub, route, kind, &op).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -318,6 +318,7 @@ async fn arm_front(
     sub: &str,
     route: Route,
     kind: Kind,
+    op: &str,
 ) -> Result<Response, ArmError> {
     // 2. Authentication.
     let principal = match auth::authenticate_arm(shared, &req) {
@@ -350,7 +351,7 @@ async fn arm_front(
             }
         }
     }
-    let mut response = arm_versioned(shared, req, sub, route, &principal, &faults)
+    let mut response = arm_versioned(shared, req, sub, route, &principal, &faults, op)
         .await
         .unwrap_or_else(ArmError::into_response);
     if let Some(n) = remaining {
@@ -376,6 +377,7 @@ async fn arm_versioned(
     route: Route,
     principal: &str,
     faults: &crate::config::Faults,
+    op: &str,
 ) -> Result<Response, ArmError> {
     // 4. api-version.
     let Some(api_version) = req.q("api-version").map(str::to_string) else {
@@ -404,7 +406,12 @@ async fn arm_versioned(
         }
     }
     // 5. Random 5xx.
-    if faults.error_rate > 0.0 && fastrand::f64() < faults.error_rate {
+    let targeted = faults.error_operations.is_empty()
+        || faults
+            .error_operations
+            .iter()
+            .any(|p| crate::config::glob_match(p, op));
+    if targeted && faults.error_rate > 0.0 && fastrand::f64() < faults.error_rate {
         return Err(if fastrand::bool() {
             ArmError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -34,6 +34,15 @@
 //! - `registry`: container registries (`Microsoft.ContainerRegistry/registries`).
 //! - `admin`: the `/_emulator/` introspection and fault API.
 //! - `state`: shared state, stats and summaries; `throttle`: token buckets and quotas.
+//! - `tls`: the optional HTTPS listener and its generated CA.
+//! - [`arm_template`], [`rbac`]: ARM template expressions and role/action matching.
+//!
+//! # Serving HTTPS
+//! Some clients insist on https (MSAL-based credentials, azure-core's bearer policy). With
+//! [`EmulatorConfig::tls`] the emulator generates a CA and a server certificate at start and
+//! serves HTTPS; trust [`Emulator::ca_pem_path`] (or point `REQUESTS_CA_BUNDLE`/
+//! `SSL_CERT_FILE` at [`Emulator::ca_bundle_path`]). Containers get the bundle in those two
+//! variables automatically.
 //!
 //! # What a container sees
 //! Each container runs as a process in its own session and process group, in its own
@@ -46,6 +55,7 @@
 //! | `AZURE_POD_IDENTITY_AUTHORITY_HOST` | `{arm}/_imds/{key}` | Azure SDKs send IMDS requests to `{this}/metadata/identity/oauth2/token`; the key scopes them to the group's identities, like ACI's platform endpoint |
 //! | `AZURE_RESOURCE_MANAGER_ENDPOINT` | ARM base URL | where a container reaches ARM |
 //! | `AZURE_AUTHORITY_HOST` | AAD base URL | where a container gets AAD tokens |
+//! | `SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE` | system roots + the emulator's CA | only with `tls: true` |
 //!
 //! A container's own variables override these.
 
@@ -121,30 +131,6 @@ pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
             true,
         ),
     };
-    std::fs::create_dir_all(&work_root).map_err(|source| EmulatorError::WorkDir {
-        path: work_root.clone(),
-        source,
-    })?;
-    // HTTPS: generate certificates and write the CA (and a system+CA bundle) for clients.
-    let tls = if config.tls {
-        let material = tls::generate()?;
-        let ca_path = work_root.join("emulator-ca.pem");
-        let bundle_path = work_root.join("ca-bundle.pem");
-        let bundle = format!(
-            "{}\n{}",
-            tls::system_bundle().unwrap_or_default(),
-            material.ca_pem
-        );
-        for (path, text) in [(&ca_path, &material.ca_pem), (&bundle_path, &bundle)] {
-            std::fs::write(path, text).map_err(|source| EmulatorError::WorkDir {
-                path: path.clone(),
-                source,
-            })?;
-        }
-        Some((material, ca_path, bundle_path))
-    } else {
-        None
-    };
     let mut state = State::default();
     let sub_id = format!("/subscriptions/{}", config.subscription_id);
     for ns in [
@@ -207,6 +193,30 @@ pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
         );
     }
 
+    std::fs::create_dir_all(&work_root).map_err(|source| EmulatorError::WorkDir {
+        path: work_root.clone(),
+        source,
+    })?;
+    // HTTPS: generate certificates and write the CA (and a system+CA bundle) for clients.
+    let tls = if config.tls {
+        let material = tls::generate()?;
+        let ca_path = work_root.join("emulator-ca.pem");
+        let bundle_path = work_root.join("ca-bundle.pem");
+        let bundle = format!(
+            "{}\n{}",
+            tls::system_bundle().unwrap_or_default(),
+            material.ca_pem
+        );
+        for (path, text) in [(&ca_path, &material.ca_pem), (&bundle_path, &bundle)] {
+            std::fs::write(path, text).map_err(|source| EmulatorError::WorkDir {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Some((material, ca_path, bundle_path))
+    } else {
+        None
+    };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let shared = Arc::new(Shared {
         base_url: format!("{scheme}://{addr}"),
@@ -375,6 +385,10 @@ impl Drop for Emulator {
         if self.server.is_some() {
             self.shared.shutdown.cancel();
             kill_all(&self.shared);
+            // Best effort: containers may still be exiting and hold files open.
+            if self.shared.work_root_is_temp {
+                let _ = std::fs::remove_dir_all(&self.shared.work_root);
+            }
         }
     }
 }

@@ -236,6 +236,8 @@ pub(crate) struct GroupEntry {
     pub current_op: Option<String>,
     /// Key of this group's scoped IMDS endpoint (`/_imds/{key}/metadata/...`).
     pub imds_key: String,
+    /// When the first PUT created the entry (RFC 3339); benchmarks measure pickup latency to it.
+    pub created_at: String,
 }
 
 /// One container's runtime view.
@@ -444,6 +446,9 @@ pub struct GroupSummary {
     pub tags: BTreeMap<String, String>,
     /// Containers.
     pub containers: Vec<ContainerSummary>,
+    /// When the first PUT created the group (RFC 3339, microseconds).
+    #[serde(default)]
+    pub created_at: Option<String>,
 }
 
 /// A user-assigned identity as the introspection API shows it.
@@ -519,6 +524,7 @@ impl Shared {
                         restart_count: c.view.restart_count,
                     })
                     .collect(),
+                created_at: Some(g.created_at.clone()),
             })
             .collect()
     }

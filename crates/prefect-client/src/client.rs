@@ -729,6 +729,18 @@ impl PrefectClient {
         optional(self.json(Self::get(&format!("/flow_runs/{id}"))).await)
     }
 
+    /// `GET /flow_run_states/?flow_run_id=..`: the run's state history.
+    pub async fn read_flow_run_states(&self, id: Uuid) -> Result<Vec<State>, ApiError> {
+        let q = [("flow_run_id", id.to_string())];
+        self.json(Request {
+            method: Method::GET,
+            path: "/flow_run_states/",
+            query: &q,
+            body: None,
+        })
+        .await
+    }
+
     /// `POST /flow_runs/filter` with a raw filter body.
     pub async fn filter_flow_runs(&self, filter: &Value) -> Result<Vec<FlowRun>, ApiError> {
         self.json(Self::with_body(Method::POST, "/flow_runs/filter", filter))

@@ -3,6 +3,8 @@
 //! 200 `{"message":"OK"}` while the last successful poll is recent (within 30 × the query
 //! interval, Prefect's rule), else 503 `{"message":"Worker may be unresponsive at this time"}`.
 //! It starts before any API call so orchestrators see the process come up.
+//!
+//! `GET /metrics` beside it serves [`crate::metrics`] in Prometheus text format.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -54,7 +56,17 @@ async fn health(State(h): State<Health>) -> (StatusCode, Json<Value>) {
     }
 }
 
-/// Bind `addr` and serve `/health` until `shutdown`; returns the bound address.
+async fn metrics() -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::global().render(),
+    )
+}
+
+/// Bind `addr` and serve `/health` and `/metrics` until `shutdown`; returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
     health_state: Health,
@@ -64,6 +76,7 @@ pub async fn serve(
     let local = listener.local_addr()?;
     let app = Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .with_state(health_state);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app)

@@ -9,13 +9,17 @@
 //! - [`prepare`]: the job configuration of a run (Prefect's merge/render rules + env/labels).
 //! - [`infrastructure`]: the trait a backend implements (ACI, or fakes in tests).
 //! - [`logs`]: batching worker logs into `POST /logs/` per flow run.
-//! - [`health`]: the `/health` endpoint of `--with-healthcheck`.
+//! - [`health`]: the `/health` and `/metrics` endpoints of `--with-healthcheck`.
+//! - [`metrics`]: the process-wide counters behind `/metrics`.
+//! - [`pickup`]: wake the loop on the pool's flow-run events (websocket), polling as fallback.
 
 pub mod aci;
 pub mod config;
 pub mod health;
 pub mod infrastructure;
 pub mod logs;
+pub mod metrics;
+pub mod pickup;
 pub mod prepare;
 pub mod run;
 pub mod template;

@@ -74,6 +74,21 @@ pub async fn build_job_configuration(
         &env_lookup,
     )
     .await?;
+    // Prefect would fail merging a non-object `env`; dropping it silently would launch the
+    // run without the variables its author set. (Only the type is named: it may be secret.)
+    match config.get("env") {
+        None | Some(Value::Null) | Some(Value::Object(_)) => {}
+        Some(other) => {
+            let kind = match other {
+                Value::String(_) => "a string",
+                Value::Array(_) => "a list",
+                _ => "a scalar",
+            };
+            return Err(TemplatingError::InvalidJobVariables(format!(
+                "'env' must be an object of NAME: value, got {kind}"
+            )));
+        }
+    }
     prepare_for_flow_run(&mut config, input);
     Ok(config)
 }

@@ -13,7 +13,7 @@
 //! retried step, or a restarted worker, cannot create a second container group.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prefect_client::models::{Deployment, Flow, FlowRun, SetStateStatus, StateCreate, StateType};
 use prefect_client::{ApiError, PrefectClient};
@@ -147,6 +147,8 @@ pub async fn drive<I: Infrastructure>(
             control,
             attempts: 0,
             deployment: None,
+            claim: None,
+            adopted: false,
         };
         let mut phase = start;
         loop {
@@ -154,6 +156,7 @@ pub async fn drive<I: Infrastructure>(
                 break;
             }
             let name = phase.name();
+            crate::metrics::global().step(name);
             tracing::debug!(phase = name, "step");
             match step(&mut run, phase).await {
                 Ok(next) => {
@@ -190,6 +193,10 @@ struct RunState<I: Infrastructure> {
     attempts: u32,
     /// Read while claiming; reused to build the configuration.
     deployment: Option<Deployment>,
+    /// Our accepted Pending state and when we got it (see [`won_claim`]).
+    claim: Option<(Option<Uuid>, Instant)>,
+    /// Adopted from a dead worker and not yet seen on its infrastructure.
+    adopted: bool,
 }
 
 type StepResult<J> = Result<Phase<J>, (StepError, Phase<J>)>;
@@ -238,6 +245,7 @@ async fn step<I: Infrastructure>(
                 SetStateStatus::Accept
                     if resp.state.as_ref().map(|s| &s.state_type) == Some(&StateType::Pending) =>
                 {
+                    run.claim = Some((resp.state.as_ref().and_then(|st| st.id), Instant::now()));
                     Ok(Phase::Configure)
                 }
                 SetStateStatus::Wait => {
@@ -270,6 +278,7 @@ async fn step<I: Infrastructure>(
                     "Worker '{}' adopted flow run '{id}' running on {}",
                     shared.config.name, sub.identifier
                 ));
+                run.adopted = true;
                 Ok(Phase::Watch(sub))
             }
             other => Ok(other),
@@ -319,6 +328,12 @@ async fn step<I: Infrastructure>(
             if run.control.cancel.is_cancelled() {
                 return Ok(Phase::Cancel(sub));
             }
+            if let Some((Some(ours), at)) = run.claim.take() {
+                if !won_claim(client, id, ours, at).await {
+                    tracing::info!("another worker claimed flow run '{id}' at the same time; leaving it to them");
+                    return Ok(Phase::Done);
+                }
+            }
             // The identifier is deterministic, so it is reported before the infrastructure
             // exists: a cancellation or a restarted worker can find a launch in progress.
             client
@@ -349,10 +364,30 @@ async fn step<I: Infrastructure>(
                         tracing::info!("worker shutting down; leaving flow run '{id}' running on its infrastructure");
                         Ok(Phase::Done)
                     }
-                    Err(e) if e.kind == InfraErrorKind::NotFound => Ok(Phase::Finish(sub, ExitInfo {
-                        status_code: -1,
-                        explanation: Some(e.message),
-                    })),
+                    Err(e) if e.kind == InfraErrorKind::NotFound => {
+                        // Adopted, never launched: the dead worker reported the identifier and
+                        // died before creating the group. While the run is still Pending the
+                        // engine never started, so launching it now (same deterministic name)
+                        // runs it once instead of crashing it.
+                        if std::mem::take(&mut run.adopted) {
+                            let current = client
+                                .read_flow_run(id)
+                                .await
+                                .map_err(fail(Phase::Watch(sub.clone())))?;
+                            if current.as_ref().and_then(|r| r.current_state_type())
+                                == Some(&StateType::Pending)
+                            {
+                                run.logger.info(format!(
+                                    "The container group of flow run '{id}' was never created; launching it"
+                                ));
+                                return Ok(Phase::Launch(sub));
+                            }
+                        }
+                        Ok(Phase::Finish(sub, ExitInfo {
+                            status_code: -1,
+                            explanation: Some(e.message),
+                        }))
+                    }
                     Err(e) => Err((e.into(), Phase::Watch(sub))),
                 },
                 _ = cancel.cancelled() => Ok(Phase::Cancel(sub)),
@@ -366,28 +401,36 @@ async fn step<I: Infrastructure>(
                 Some(sub.submitted_event),
                 Some((&sub.identifier, exit.status_code)),
             );
-            if exit.status_code != 0 {
-                let current = client
-                    .read_flow_run(id)
+            let current = client
+                .read_flow_run(id)
+                .await
+                .map_err(fail(Phase::Finish(sub.clone(), exit.clone())))?;
+            let state = current
+                .as_ref()
+                .and_then(|r| r.current_state_type().cloned());
+            let is_final = state.as_ref().is_some_and(StateType::is_final);
+            // A non-zero exit crashes any run the engine did not finish (Prefect's rule). A
+            // clean exit that left the run Pending or Running would leave a zombie: the engine
+            // never reported, so crash it too. Paused or rescheduled runs are left alone.
+            let stuck = matches!(state, Some(StateType::Pending | StateType::Running));
+            let message = if exit.status_code != 0 && !is_final {
+                Some(format!(
+                    "Flow run infrastructure exited with non-zero status code {}.",
+                    exit.status_code
+                ))
+            } else if exit.status_code == 0 && stuck {
+                Some("Flow run infrastructure exited with status code 0 without the flow run reporting a final state.".to_string())
+            } else {
+                None
+            };
+            if let Some(mut message) = message {
+                if let Some(x) = &exit.explanation {
+                    message.push(' ');
+                    message.push_str(x);
+                }
+                propose_crashed(client, id, &message, &run.logger)
                     .await
                     .map_err(fail(Phase::Finish(sub.clone(), exit.clone())))?;
-                let is_final = current
-                    .as_ref()
-                    .and_then(|r| r.current_state_type().cloned())
-                    .is_some_and(|t| t.is_final());
-                if !is_final {
-                    let mut message = format!(
-                        "Flow run infrastructure exited with non-zero status code {}.",
-                        exit.status_code
-                    );
-                    if let Some(x) = &exit.explanation {
-                        message.push(' ');
-                        message.push_str(x);
-                    }
-                    propose_crashed(client, id, &message, &run.logger)
-                        .await
-                        .map_err(fail(Phase::Finish(sub.clone(), exit.clone())))?;
-                }
             }
             Ok(Phase::Cleanup(sub))
         }
@@ -512,6 +555,37 @@ async fn configure<I: Infrastructure>(run: &mut RunState<I>) -> StepResult<I::Jo
     })))
 }
 
+/// Whether our Pending is the run's first accepted Pending.
+///
+/// Prefect servers on SQLite can accept two concurrent Pending proposals for one run: both
+/// transactions read `Scheduled` before either commits. Every claimant reads the run's state
+/// history once the commits have landed and agrees on one owner — the earliest accepted
+/// `Pending` — so exactly one worker launches. (The deterministic container group name keeps
+/// even a lost tie from creating a second container.) Read errors fall back to proceeding:
+/// an unreachable API must not strand a claimed run.
+async fn won_claim(client: &PrefectClient, id: Uuid, ours: Uuid, claimed_at: Instant) -> bool {
+    const SETTLE: Duration = Duration::from_millis(750);
+    let waited = claimed_at.elapsed();
+    if waited < SETTLE {
+        tokio::time::sleep(SETTLE - waited).await;
+    }
+    let states = match client.read_flow_run_states(id).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the state history; assuming the claim is ours");
+            return true;
+        }
+    };
+    let first = states
+        .iter()
+        .filter(|s| s.state_type == StateType::Pending && s.name.as_deref() == Some("Pending"))
+        .min_by_key(|s| s.timestamp);
+    match first.and_then(|s| s.id) {
+        Some(first) => first == ours,
+        None => true,
+    }
+}
+
 /// The one place that decides what a failed step means for the run.
 fn error_policy<I: Infrastructure>(
     run: &mut RunState<I>,
@@ -534,7 +608,11 @@ fn error_policy<I: Infrastructure>(
                 failed,
                 Phase::Claim | Phase::Configure | Phase::Submit(_) | Phase::Adopt
             );
-            if e.is_transient() && !(before_launch && run.attempts >= 20) {
+            // A 200 whose body does not parse (a proxy or load balancer in trouble) is worth
+            // a few retries before it costs the run anything.
+            let retryable =
+                e.is_transient() || (matches!(e, ApiError::Decode { .. }) && run.attempts < 3);
+            if retryable && !(before_launch && run.attempts >= 20) {
                 Decision::Retry(backoff(run.attempts), failed)
             } else if matches!(failed, Phase::Claim) {
                 tracing::warn!(error = %e, "could not claim flow run; leaving it to a later poll");
@@ -554,6 +632,11 @@ fn error_policy<I: Infrastructure>(
         }
         StepError::Infra(e) => match (e.kind, &failed) {
             (InfraErrorKind::Transient, Phase::Watch(_) | Phase::Cleanup(_) | Phase::Cancel(_)) => {
+                Decision::Retry(backoff(run.attempts), failed)
+            }
+            // Launch is idempotent (deterministic name; a retry first reads the group), so
+            // a transient failure after ARM's own retries gets a few more tries.
+            (InfraErrorKind::Transient, Phase::Launch(_)) if run.attempts < 5 => {
                 Decision::Retry(backoff(run.attempts), failed)
             }
             (InfraErrorKind::NotFound, Phase::Cleanup(_) | Phase::Cancel(_)) => {

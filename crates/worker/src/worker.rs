@@ -23,7 +23,7 @@ use std::time::Duration;
 use chrono::Utc;
 use prefect_client::client::ClientConfig;
 use prefect_client::events::EventEmitter;
-use prefect_client::models::{Event, FlowRun, StateType, WorkPool};
+use prefect_client::models::{Event, FlowRun, StateCreate, StateType, WorkPool};
 use prefect_client::{ApiError, PrefectClient, ServerVersion};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
@@ -256,9 +256,14 @@ pub async fn run<I: Infrastructure>(
         resource: shared.worker_resource(),
         related: vec![shared.pool_related()],
     });
-    heartbeat(&shared).await;
     let tracker = TaskTracker::new();
-    recover(&shared, &tracker).await;
+    // The first heartbeat and recovery run beside the first poll instead of before it: a
+    // started worker picks up runs at once (launch → first poll is benchmarked, bench/).
+    let (s, t) = (shared.clone(), tracker.clone());
+    tracker.spawn(async move {
+        heartbeat(&s).await;
+        recover(&s, &t).await;
+    });
 
     let slots = shared.config.limit.map(|l| Arc::new(Semaphore::new(l)));
     let mut poll_tick = tokio::time::interval(shared.config.query_interval);
@@ -277,13 +282,26 @@ pub async fn run<I: Infrastructure>(
     }
     heartbeat_tick.reset();
     recover_tick.reset();
+    let pickup = if shared.server.supports_events() && crate::pickup::enabled_from_env() {
+        crate::pickup::start(
+            shared.client.api_url(),
+            shared.config.auth.clone(),
+            shared.pool_id(),
+            shutdown.clone(),
+        )
+    } else {
+        crate::pickup::Pickup::default()
+    };
 
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = poll_tick.tick() => {
                 match poll(&shared, &tracker, slots.as_ref()).await {
-                    Ok(()) => health_state.polled(),
+                    Ok(()) => {
+                        health_state.polled();
+                        crate::metrics::global().polled();
+                    }
                     Err(e) => tracing::warn!(error = %e, "polling for scheduled flow runs failed; will retry"),
                 }
                 if shared.config.run_once {
@@ -294,7 +312,15 @@ pub async fn run<I: Infrastructure>(
                 heartbeat(&shared).await;
             }
             _ = observe_tick.tick() => observe(&shared).await,
-            _ = recover_tick.tick() => recover(&shared, &tracker).await,
+            // Recovery may wait on a slow or unreachable ARM; a shutdown must not wait for
+            // it (it is idempotent and simply runs again after a restart).
+            _ = recover_tick.tick() => tokio::select! {
+                _ = recover(&shared, &tracker) => {}
+                _ = shutdown.cancelled() => break,
+            },
+            // Pickup by events: fire the ticks now instead of waiting for their interval.
+            _ = pickup.poll.notified() => poll_tick.reset_immediately(),
+            _ = pickup.observe.notified() => observe_tick.reset_immediately(),
         }
     }
 
@@ -452,8 +478,25 @@ async fn recover<I: Infrastructure>(shared: &Arc<Shared<I>>, tracker: &TaskTrack
         Ok(more) => ids.extend(more),
         Err(e) => tracing::warn!(error = %e, "cannot look for orphaned flow runs; will retry"),
     }
+    if let Err(e) = release_stale_claims(shared).await {
+        tracing::warn!(error = %e, "cannot look for stale claimed flow runs; will retry");
+    }
     ids.sort();
     ids.dedup();
+    // Groups of this pool include those of runs other live workers are watching right now:
+    // adopting those would put two watchers (and two cleanups) on one run.
+    let online = if ids.is_empty() {
+        Vec::new()
+    } else {
+        match online_workers(shared).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the pool's workers; recovery postponed");
+                return;
+            }
+        }
+    };
+    let others_online = online.iter().any(|n| *n != shared.config.name);
     for id in ids {
         if shared.shutdown.is_cancelled() {
             return;
@@ -467,13 +510,30 @@ async fn recover<I: Infrastructure>(shared: &Arc<Shared<I>>, tracker: &TaskTrack
             continue;
         }
         match shared.client.read_flow_run(id).await {
-            Ok(Some(fr)) if !fr.current_state_type().is_some_and(StateType::is_final) => {
+            Ok(Some(fr))
+                if !fr.current_state_type().is_some_and(StateType::is_final)
+                    && !owned_by_live_peer(&fr, &shared.config.name, &online, others_online) =>
+            {
                 tracing::info!(flow_run.id = %id, "adopting a flow run whose worker is gone");
                 submit(shared, tracker, fr, Phase::Adopt, None);
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot read flow run {id} for adoption"),
         }
+    }
+}
+
+/// True when `fr` belongs to another worker that is online: its `prefect.worker.name` label
+/// names a live peer, or (servers without labels, 2.x) any peer is alive.
+fn owned_by_live_peer(fr: &FlowRun, me: &str, online: &[String], others_online: bool) -> bool {
+    let owner = fr
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("prefect.worker.name"))
+        .and_then(Value::as_str);
+    match owner {
+        Some(name) => name != me && online.iter().any(|n| n == name),
+        None => others_online,
     }
 }
 
@@ -528,6 +588,93 @@ async fn places<I: Infrastructure>(shared: &Arc<Shared<I>>) -> Vec<(String, Stri
     out
 }
 
+/// Runs of this pool left Pending without an `infrastructure_pid` for much longer than a
+/// submission takes: a worker claimed them and died before launching anything. Nothing
+/// exists to adopt, so they are handed back to the pool (Scheduled) for any worker to run;
+/// without this they would stay Pending forever (Prefect does not reap Pending runs).
+///
+/// A run whose claim carries the name of a worker that is still online is left alone, and so
+/// is any run this worker is handling itself.
+async fn release_stale_claims<I: Infrastructure>(shared: &Arc<Shared<I>>) -> Result<(), ApiError> {
+    let stale_after = (shared.config.heartbeat_interval * 10).max(Duration::from_secs(60));
+    let cutoff = Utc::now() - chrono::Duration::from_std(stale_after).unwrap_or_default();
+    let runs = shared
+        .client
+        .filter_flow_runs(&json!({
+            "flow_runs": {"state": {"type": {"any_": ["PENDING"]}}},
+            "work_pools": {"name": {"any_": [shared.pool_name()]}},
+            "limit": 200,
+        }))
+        .await?;
+    let stale: Vec<FlowRun> = runs
+        .into_iter()
+        .filter(|fr| fr.infrastructure_pid.as_deref().is_none_or(str::is_empty))
+        .filter(|fr| {
+            fr.state
+                .as_ref()
+                .and_then(|s| s.timestamp)
+                .is_some_and(|t| t < cutoff)
+        })
+        .filter(|fr| {
+            !shared
+                .in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&fr.id)
+        })
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let online = online_workers(shared).await?;
+    for fr in stale {
+        let owner = fr
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("prefect.worker.name"))
+            .and_then(Value::as_str);
+        if owner.is_some_and(|o| o != shared.config.name && online.iter().any(|n| n == o)) {
+            continue;
+        }
+        let s = StateCreate::new(StateType::Scheduled, "Scheduled", fr.id).with_message(
+            "The worker that claimed this run stopped before launching it; rescheduled.",
+        );
+        match shared.client.set_flow_run_state(fr.id, &s, true).await {
+            Ok(_) => {
+                tracing::info!(flow_run.id = %fr.id, "released a flow run claimed by a worker that is gone")
+            }
+            Err(e) => tracing::warn!(error = %e, "could not release stale flow run {}", fr.id),
+        }
+    }
+    Ok(())
+}
+
+/// Names of the pool's workers Prefect currently considers online.
+async fn online_workers<I: Infrastructure>(
+    shared: &Arc<Shared<I>>,
+) -> Result<Vec<String>, ApiError> {
+    let workers = shared
+        .client
+        .raw_json(
+            reqwest::Method::POST,
+            &format!(
+                "/work_pools/{}/workers/filter",
+                prefect_client::client::encode_segment(&shared.pool_name())
+            ),
+            Some(&json!({})),
+        )
+        .await?;
+    Ok(workers
+        .as_array()
+        .map(|ws| {
+            ws.iter()
+                .filter(|w| w["status"] == "ONLINE")
+                .filter_map(|w| w["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// Runs of this pool that were launched (they have an `infrastructure_pid`) by a worker that
 /// is no longer online.
 async fn orphaned_runs<I: Infrastructure>(shared: &Arc<Shared<I>>) -> Result<Vec<Uuid>, ApiError> {
@@ -554,16 +701,21 @@ async fn orphaned_runs<I: Infrastructure>(shared: &Arc<Shared<I>>) -> Result<Vec
             Some(&json!({})),
         )
         .await?;
-    let online: Vec<String> = workers
-        .as_array()
-        .map(|ws| {
-            ws.iter()
-                .filter(|w| w["status"] == "ONLINE")
-                .filter_map(|w| w["name"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let others_online = online.iter().any(|n| *n != shared.config.name);
+    // A worker counts as gone when the server lists it OFFLINE (no heartbeat for three
+    // intervals). One the server does not list yet may have just started and not
+    // heartbeated: its runs are left alone until they are older than three intervals.
+    let mut status: HashMap<String, String> = HashMap::new();
+    for w in workers.as_array().into_iter().flatten() {
+        if let (Some(n), Some(st)) = (w["name"].as_str(), w["status"].as_str()) {
+            status.insert(n.to_string(), st.to_string());
+        }
+    }
+    let others_online = status
+        .iter()
+        .any(|(n, st)| st == "ONLINE" && *n != shared.config.name);
+    let stale_after =
+        chrono::Duration::from_std(shared.config.heartbeat_interval * 3).unwrap_or_default();
+    let now = Utc::now();
     Ok(runs
         .into_iter()
         .filter(|fr| {
@@ -577,10 +729,20 @@ async fn orphaned_runs<I: Infrastructure>(shared: &Arc<Shared<I>>) -> Result<Vec
                 .as_ref()
                 .and_then(|l| l.get("prefect.worker.name"))
                 .and_then(Value::as_str);
+            let stale = fr
+                .state
+                .as_ref()
+                .and_then(|s| s.timestamp)
+                .is_some_and(|t| now - t > stale_after);
             match owner {
-                Some(name) => name == shared.config.name || !online.iter().any(|n| n == name),
+                Some(name) if name == shared.config.name => true,
+                Some(name) => match status.get(name).map(String::as_str) {
+                    Some("ONLINE") => false,
+                    Some(_) => true,
+                    None => stale,
+                },
                 // Servers without labels (2.x): only when no other worker is alive.
-                None => !others_online,
+                None => !others_online && stale,
             }
         })
         .map(|fr| fr.id)
@@ -632,6 +794,10 @@ pub fn submit<I: Infrastructure>(
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) {
     let control = RunControl::new();
+    let due = matches!(start, Phase::Claim)
+        .then(|| crate::metrics::Metrics::due_time(fr.created, fr.expected_start_time));
+    crate::metrics::global().run_submitted(due.flatten());
+    let ended = control.clone();
     shared
         .in_flight
         .lock()
@@ -641,6 +807,7 @@ pub fn submit<I: Infrastructure>(
     tracker.spawn(async move {
         let id = fr.id;
         drive(shared.clone(), fr, control, start).await;
+        crate::metrics::global().run_ended(ended.state.borrow().as_ref());
         shared
             .in_flight
             .lock()

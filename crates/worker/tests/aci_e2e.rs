@@ -10,6 +10,32 @@ use support::aci::*;
 use support::*;
 use uuid::Uuid;
 
+/// A Prefect API, an emulator and a worker polling a fresh pool.
+struct Stack {
+    api: Api,
+    emu: aci_emulator::Emulator,
+    pool: String,
+    worker: Worker,
+}
+
+impl Stack {
+    async fn start(url: String, emu: aci_emulator::Emulator) -> Stack {
+        let pool = unique("aci-pool");
+        let api = Api::new(&url);
+        let worker = start_worker(worker_config(&url, &pool), &emu);
+        wait_for(Duration::from_secs(20), "the pool", || async {
+            api.0.read_work_pool(&pool).await.ok().flatten()
+        })
+        .await;
+        Stack {
+            api,
+            emu,
+            pool,
+            worker,
+        }
+    }
+}
+
 async fn deployment(api: &Api, pool: &str, entrypoint: &str, vars: Value) -> Uuid {
     let dep = api.create_deployment(pool, None, vars).await;
     // The deployment's entrypoint decides which flow the engine loads.
@@ -34,7 +60,7 @@ async fn final_state(api: &Api, run: Uuid, timeout: Duration) -> Value {
 }
 
 async fn no_groups_left(emu: &aci_emulator::Emulator, run: Uuid) {
-    no_groups_left_within(emu, run, Duration::from_secs(20)).await
+    no_groups_left_within(emu, run, Duration::from_secs(60)).await
 }
 
 async fn no_groups_left_within(emu: &aci_emulator::Emulator, run: Uuid, timeout: Duration) {
@@ -50,15 +76,12 @@ async fn no_groups_left_within(emu: &aci_emulator::Emulator, run: Uuid, timeout:
 
 #[tokio::test]
 async fn hello_flow_completes_with_its_logs_in_prefect_and_the_group_is_deleted() {
-    let url = api_url();
-    let emu = emulator().await;
-    let pool = unique("aci-pool");
-    let api = Api::new(&url);
-    let w = start_worker(worker_config(&url, &pool), &emu);
-    wait_for(Duration::from_secs(20), "the pool", || async {
-        api.0.read_work_pool(&pool).await.ok().flatten()
-    })
-    .await;
+    let Stack {
+        api,
+        emu,
+        pool,
+        worker: w,
+    } = Stack::start(api_url(), emulator().await).await;
     let mut vars = base_vars(&emu);
     vars["stream_output"] = json!(true);
     vars["env"] = json!({"MY_SECRET_TOKEN": "tok-3141592653"});
@@ -96,15 +119,12 @@ async fn hello_flow_completes_with_its_logs_in_prefect_and_the_group_is_deleted(
 
 #[tokio::test]
 async fn failing_flow_is_failed_and_a_silent_exit_is_crashed_with_the_code() {
-    let url = api_url();
-    let emu = emulator().await;
-    let pool = unique("aci-pool");
-    let api = Api::new(&url);
-    let w = start_worker(worker_config(&url, &pool), &emu);
-    wait_for(Duration::from_secs(20), "the pool", || async {
-        api.0.read_work_pool(&pool).await.ok().flatten()
-    })
-    .await;
+    let Stack {
+        api,
+        emu,
+        pool,
+        worker: w,
+    } = Stack::start(api_url(), emulator().await).await;
     let failing = deployment(&api, &pool, "flows.py:failing", base_vars(&emu)).await;
     let hard = deployment(&api, &pool, "flows.py:hard_exit", base_vars(&emu)).await;
     let r1 = api.create_flow_run(failing, json!({})).await;
@@ -124,15 +144,12 @@ async fn failing_flow_is_failed_and_a_silent_exit_is_crashed_with_the_code() {
 
 #[tokio::test]
 async fn image_pull_failure_and_bad_job_variables_crash_with_clear_messages() {
-    let url = api_url();
-    let emu = emulator().await;
-    let pool = unique("aci-pool");
-    let api = Api::new(&url);
-    let w = start_worker(worker_config(&url, &pool), &emu);
-    wait_for(Duration::from_secs(20), "the pool", || async {
-        api.0.read_work_pool(&pool).await.ok().flatten()
-    })
-    .await;
+    let Stack {
+        api,
+        emu,
+        pool,
+        worker: w,
+    } = Stack::start(api_url(), emulator().await).await;
     let dep = deployment(&api, &pool, "flows.py:hello", base_vars(&emu)).await;
     let cases: Vec<(Value, &str)> = vec![
         (
@@ -206,15 +223,12 @@ async fn image_pull_failure_and_bad_job_variables_crash_with_clear_messages() {
 
 #[tokio::test]
 async fn cancelling_a_running_flow_deletes_its_group_and_marks_it_cancelled() {
-    let url = api_url();
-    let emu = emulator().await;
-    let pool = unique("aci-pool");
-    let api = Api::new(&url);
-    let w = start_worker(worker_config(&url, &pool), &emu);
-    wait_for(Duration::from_secs(20), "the pool", || async {
-        api.0.read_work_pool(&pool).await.ok().flatten()
-    })
-    .await;
+    let Stack {
+        api,
+        emu,
+        pool,
+        worker: w,
+    } = Stack::start(api_url(), emulator().await).await;
     let mut vars = base_vars(&emu);
     vars["cancel_grace_seconds"] = json!(5);
     let dep = deployment(&api, &pool, "flows.py:sleepy", vars).await;
@@ -429,15 +443,12 @@ async fn runs_complete_through_an_arm_429_storm() {
 
 #[tokio::test]
 async fn hello_flow_runs_on_a_prefect_2_server() {
-    let url = p2_api_url();
-    let emu = emulator2().await;
-    let pool = unique("aci-pool");
-    let api = Api::new(&url);
-    let w = start_worker(worker_config(&url, &pool), &emu);
-    wait_for(Duration::from_secs(20), "the pool", || async {
-        api.0.read_work_pool(&pool).await.ok().flatten()
-    })
-    .await;
+    let Stack {
+        api,
+        emu,
+        pool,
+        worker: w,
+    } = Stack::start(p2_api_url(), emulator2().await).await;
     let dep = deployment(&api, &pool, "flows.py:hello", base_vars(&emu)).await;
     let run = api.create_flow_run(dep, json!({})).await;
     let fr = final_state(&api, run, Duration::from_secs(120)).await;

@@ -46,8 +46,10 @@ impl Infrastructure for FakeInfra {
     type Job = FakeJob;
 
     fn prepare(&self, ctx: &JobContext) -> Result<FakeJob, InfraError> {
-        let command = ctx.configuration["command"]
+        // The mode comes from env FAKE_MODE, else from the command.
+        let command = ctx.configuration["env"]["FAKE_MODE"]
             .as_str()
+            .or(ctx.configuration["command"].as_str())
             .unwrap_or("")
             .to_string();
         if command == "invalid" {
@@ -215,10 +217,13 @@ async fn claims_a_run_reports_infrastructure_pid_labels_and_logs() {
         fr["infrastructure_pid"],
         format!("{run}:fake-{}", &run.to_string()[..8])
     );
-    assert_eq!(
-        fr["state"]["type"], "PENDING",
-        "exit 0 without an engine leaves the run as the engine would find it"
-    );
+    // The fake "container" exits 0 without an engine reporting: no zombie is left behind.
+    let after = api.flow_run(run).await;
+    assert_eq!(after["state"]["type"], "CRASHED", "{after}");
+    assert!(after["state"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("without the flow run reporting a final state"));
     assert_eq!(fr["labels"]["prefect.worker.type"], POOL_TYPE);
     assert_eq!(fr["labels"]["prefect.work-pool.name"], pool.as_str());
 
@@ -560,7 +565,9 @@ async fn works_with_a_prefect_2_server() {
     let pool = pool_via_worker(&url).await;
     let api = Api::new(&url);
     let dep = api.create_deployment(&pool, None, json!({})).await;
-    let run = api.create_flow_run(dep, json!({})).await;
+    let run = api
+        .create_flow_run(dep, json!({"env": {"FAKE_MODE": "hold"}}))
+        .await;
     let fake = FakeInfra::default();
     let w = start(config(&url, &pool), fake.clone());
     let fr = wait_for(Duration::from_secs(30), "infrastructure_pid", || async {

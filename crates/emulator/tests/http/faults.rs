@@ -435,3 +435,30 @@ async fn regional_quotas_and_usages() {
         StatusCode::CREATED
     );
 }
+
+/// `error_operations` narrows random errors to chosen operations.
+#[tokio::test]
+async fn targeted_server_errors() {
+    let faults = Faults {
+        error_rate: 1.0,
+        error_operations: vec!["containerGroups.get".into()],
+        ..Faults::default()
+    };
+    let env = start(EmulatorConfig { faults, ..config() }).await;
+    let r = env.get(&format!("{}?api-version={ACI}", env.cg("x"))).await;
+    assert!(matches!(r.status.as_u16(), 500 | 503), "{}", r.status);
+    let r = env
+        .get(&format!(
+            "{}/resourcegroups/rg?api-version={RG_API}",
+            env.sub()
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = env
+        .put(
+            &format!("{}?api-version={ACI}", env.cg("x")),
+            shell_group("true", "Never"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+}

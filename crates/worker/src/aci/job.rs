@@ -152,9 +152,16 @@ pub fn is_secret_name(name: &str, extra: &[String]) -> bool {
     matches!(
         upper.as_str(),
         "PREFECT_API_KEY" | "PREFECT_API_AUTH_STRING"
-    ) || ["KEY", "SECRET", "TOKEN", "PASSWORD"]
-        .iter()
-        .any(|w| upper.contains(w))
+    ) || [
+        "KEY",
+        "SECRET",
+        "TOKEN",
+        "PASSWORD",
+        "AUTH_STRING",
+        "CREDENTIAL",
+    ]
+    .iter()
+    .any(|w| upper.contains(w))
         || extra.iter().any(|e| e.eq_ignore_ascii_case(name))
 }
 
@@ -424,7 +431,21 @@ pub fn build(
     };
 
     let subnet_ids = strings(c, "subnet_ids")?;
+    for id in &subnet_ids {
+        let l = id.to_ascii_lowercase();
+        if !(l.starts_with("/subscriptions/")
+            && l.contains("/providers/microsoft.network/virtualnetworks/")
+            && l.contains("/subnets/"))
+        {
+            return Err(err("subnet_ids", format!("{id:?} is not a subnet resource id (/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Network/virtualNetworks/<vnet>/subnets/<subnet>)")));
+        }
+    }
     let dns_servers = strings(c, "dns_servers")?;
+    for ip in &dns_servers {
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(err("dns_servers", format!("{ip:?} is not an IP address")));
+        }
+    }
     let fallback_locations = strings(c, "fallback_locations")?;
 
     let start_timeout = match number(c, "task_start_timeout_seconds")? {

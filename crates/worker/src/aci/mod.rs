@@ -47,8 +47,9 @@ use crate::logs::RunLogger;
 const RESOURCE_GROUP_API_VERSION: &str = "2025-04-01";
 const DEPLOYMENT_API_VERSION: &str = "2025-04-01";
 /// How often a running group is read when Prefect says nothing: bounds how long a container
-/// that died without reporting goes unnoticed.
-const LIVENESS_INTERVAL: Duration = Duration::from_secs(45);
+/// that died without reporting goes unnoticed. 60 s keeps a 10-minute run within 15 ARM
+/// requests (bench/RESULTS.md).
+const LIVENESS_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Errors configuring Azure access.
 #[derive(Debug, thiserror::Error)]
@@ -156,10 +157,22 @@ impl AciInfrastructure {
     }
 
     async fn client(&self, creds: &ExplicitClientSecret) -> Result<ArmClient, InfraError> {
+        // The secret is part of the key (hashed with a per-process random key, so the map
+        // never holds it in clear): a run with a wrong secret for the same client id must not
+        // borrow a client another deployment authenticated with the right one.
+        static SECRET_HASHER: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+            std::sync::OnceLock::new();
+        let secret_hash = creds.client_secret.as_ref().map(|s| {
+            use std::hash::BuildHasher;
+            SECRET_HASHER
+                .get_or_init(Default::default)
+                .hash_one(s.expose())
+        });
         let key = format!(
-            "{}|{}",
+            "{}|{}|{}",
             creds.client_id.as_deref().unwrap_or(""),
-            creds.tenant_id.as_deref().unwrap_or("")
+            creds.tenant_id.as_deref().unwrap_or(""),
+            secret_hash.map(|h| format!("{h:x}")).unwrap_or_default()
         );
         let cell = self
             .clients
@@ -189,6 +202,7 @@ impl AciInfrastructure {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(client.metrics());
+            crate::metrics::global().register_arm(client.metrics());
             Ok::<_, InfraError>(client)
         })
         .await
@@ -274,24 +288,9 @@ impl AciInfrastructure {
             }
             tokio::time::sleep(poller.next_delay().min(Duration::from_secs(5))).await;
             match poller.poll().await {
-                Ok(PollStatus::Succeeded(_)) => {
-                    // The async operation succeeded; the group's own state is the truth.
-                    return match self.get_group(arm, spec).await? {
-                        Some(g) if g.properties.provisioning_state.as_deref() == Some("Failed") => {
-                            let events = self.describe_failure(arm, spec).await;
-                            let _ = self.delete_group(arm, spec).await;
-                            Err(InfraError::permanent(format!(
-                                "Container group {} failed to start.{events}",
-                                spec.group_name
-                            )))
-                        }
-                        Some(_) => Ok(()),
-                        None => Err(InfraError::not_found(format!(
-                            "container group {} disappeared while starting",
-                            spec.group_name
-                        ))),
-                    };
-                }
+                // ACI ends the create operation Failed when provisioning fails (the arm below),
+                // so Succeeded needs no extra GET of the group: one ARM read less per run.
+                Ok(PollStatus::Succeeded(_)) => return Ok(()),
                 Ok(PollStatus::InProgress(_)) => continue,
                 Err(e) if e.is_transient() => continue,
                 Err(e) => {
@@ -459,9 +458,12 @@ fn arm_message(e: &ArmError) -> String {
 /// Map an ARM error to the worker's error kinds.
 fn classify(e: &ArmError, doing: &str) -> InfraError {
     let message = format!("{doing}: {}", arm_message(e));
+    // A read whose 200 body does not parse (a proxy or gateway in trouble) is worth another
+    // read; reads are idempotent.
+    let garbled_read = matches!(e, ArmError::Decode { method, .. } if method == "GET");
     if e.is_not_found() {
         InfraError::not_found(message)
-    } else if e.is_transient() {
+    } else if e.is_transient() || garbled_read {
         InfraError::transient(message)
     } else {
         InfraError::permanent(message)
@@ -689,9 +691,17 @@ impl AciInfrastructure {
     /// The end of a run as Prefect reported it: collect the exit code and last logs.
     async fn finish(&self, arm: &ArmClient, job: &AciJob) -> Result<ExitInfo, InfraError> {
         let spec = &job.spec;
-        // The engine reported a final state; its process exits right after. Wait briefly
-        // for ACI to see the exit, so the code and the last log lines are real.
-        let deadline = Instant::now() + Duration::from_secs(6);
+        // The engine reported a final state; its process exits right after. Wait for ACI to
+        // see the exit so the code and the last log lines are real: longer when the logs are
+        // streamed (output buffered until exit must not be lost), briefly otherwise (the group
+        // bills until it is deleted). Reads back off: 0.5, 1, 2, 4 ... seconds.
+        let budget = if spec.stream_output {
+            Duration::from_secs(30)
+        } else {
+            Duration::from_secs(4)
+        };
+        let deadline = Instant::now() + budget;
+        let mut delay = Duration::from_millis(500);
         let mut exit = None;
         loop {
             match self.get_group(arm, spec).await? {
@@ -703,10 +713,12 @@ impl AciInfrastructure {
                     }
                 }
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+            tokio::time::sleep(delay.min(deadline - now)).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
         }
         self.stream_logs(arm, job).await;
         // Still running after the engine finished: it will be deleted; Prefect already has
