@@ -8,7 +8,7 @@
 
 FROM rust:1-alpine AS build
 # ring (TLS) needs a C compiler and musl headers; everything links statically.
-RUN apk add --no-cache musl-dev
+RUN apk add --no-cache musl-dev gcc
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p prefect-aci \

@@ -56,15 +56,18 @@ for _ in $(seq 1 100); do [[ -s "$STATE/azure.env" ]] && break; sleep 0.1; done
 [[ -s "$STATE/azure.env" ]] || { cat "$STATE/emulator.log" >&2; exit 1; }
 set -a; source "$STATE/azure.env"; set +a
 
-# The worker's own container group logs (for diagnostics), read as the admin.
-worker_logs() {
+# GET an ARM path as the admin (for diagnostics and waits); prints the JSON body.
+arm_get() {
   local token
   token="$(curl -fsS "$AZURE_AUTHORITY_HOST/$AZURE_TENANT_ID/oauth2/v2.0/token" \
     -d grant_type=client_credentials -d "client_id=$AZURE_CLIENT_ID" \
     --data-urlencode "client_secret=$AZURE_CLIENT_SECRET" \
     --data-urlencode scope=https://management.azure.com/.default | "$VENV3/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
-  curl -fsS -H "Authorization: Bearer $token" \
-    "$AZURE_RESOURCE_MANAGER_ENDPOINT/subscriptions/$AZURE_SUBSCRIPTION_ID/resourceGroups/$RG/providers/Microsoft.ContainerInstance/containerGroups/$POOL/containers/prefect-aci-worker/logs?api-version=2025-09-01&tail=40" \
+  curl -fsS -H "Authorization: Bearer $token" "$AZURE_RESOURCE_MANAGER_ENDPOINT/subscriptions/$AZURE_SUBSCRIPTION_ID/resourceGroups/$RG/providers/$1"
+}
+# The worker's own container group logs.
+worker_logs() {
+  arm_get "Microsoft.ContainerInstance/containerGroups/$POOL/containers/prefect-aci-worker/logs?api-version=2025-09-01&tail=40" \
     | "$VENV3/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["content"])'
 }
 
@@ -90,4 +93,13 @@ if ! "$VENV3/bin/python" scripts/demo_run.py; then
   worker_logs >&2 || tail -40 "$STATE/emulator.log" >&2
   exit 1
 fi
+# The worker deletes the flow run's container group once the run is over; wait for that, so
+# the resource group is empty of anything setup did not create.
+for _ in $(seq 1 100); do
+  groups="$(arm_get "Microsoft.ContainerInstance/containerGroups?api-version=2025-09-01" \
+    | "$VENV3/bin/python" -c 'import json,sys; print(len(json.load(sys.stdin)["value"]))')"
+  [[ "$groups" == 1 ]] && break; sleep 0.2
+done
+log "prefect-aci teardown: remove what setup created"
+"$BIN" teardown --subscription "$AZURE_SUBSCRIPTION_ID" --resource-group "$RG" --pool "$POOL" --yes
 log "done; shutting down"

@@ -86,6 +86,12 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<ExitCode> {
         emulator.arm_url()
     );
     println!("  working dirs:     {}", emulator.work_dir().display());
+    if c.rbac {
+        println!(
+            "  RBAC:             enforced (the admin client {} is Owner of the subscription)",
+            c.admin.client_id
+        );
+    }
     if let Some(ca) = emulator.ca_pem_path() {
         println!("  CA certificate:   {}", ca.display());
     }

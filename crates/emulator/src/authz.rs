@@ -292,8 +292,17 @@ fn put_definition(
             format!("The assignable scope '{bad}' is not under subscription '{sub}'."),
         ));
     }
-    let first_scope = full_scope(shared, scope);
-    let _ = first_scope;
+    // The definition is created at its URL scope, which must contain its assignable scopes.
+    let url_scope = full_scope(shared, scope);
+    if !assignable_scopes
+        .iter()
+        .any(|s| rbac::scope_covers(&url_scope, s))
+    {
+        return Err(ArmError::bad_request(
+            "InvalidRoleDefinitionScope",
+            format!("The role definition is created at scope '{url_scope}', which does not contain any of its assignable scopes; PUT it at its first assignable scope."),
+        ));
+    }
     let perms = props
         .get("permissions")
         .and_then(Value::as_array)

@@ -96,7 +96,9 @@ pub struct EmulatorConfig {
     /// Serve HTTPS with a generated CA (see [`crate::Emulator::ca_pem_path`]).
     pub tls: bool,
     /// Enforce Azure RBAC on every ARM request (default false). The admin principal has
-    /// Owner on the subscription; everyone else needs role assignments.
+    /// Owner on the subscription; everyone else needs role assignments (tokens from IMDS act
+    /// as their identity's principal). Meant with `require_auth`: anonymous callers hold no
+    /// roles, so every request of theirs is refused.
     pub rbac: bool,
     /// Entra replication lag: a principal created less than this many milliseconds ago is
     /// unknown to role assignments that do not set `principalType` (`PrincipalNotFound`).

@@ -121,6 +121,15 @@ pub(crate) async fn handle(
             }
             Ok(json(StatusCode::OK, &body))
         }
+        Route::DeploymentOperations { rg, name } if *m == Method::GET => {
+            require_rg(shared, &rg)?;
+            let state = lock(&shared.state);
+            let d = state
+                .deployments
+                .get(&key(shared, &rg, &name))
+                .ok_or_else(|| not_found(&name))?;
+            Ok(json(StatusCode::OK, &j!({ "value": d.operations })))
+        }
         // Deletes finish before they are answered; their result URL only confirms that.
         Route::OperationResult { id } if *m == Method::GET => {
             let known = lock(&shared.state).operations.contains_key(&id);
@@ -297,6 +306,7 @@ fn put(shared: &SharedRef, ctx: &ArmCtx, rg: &str, name: &str) -> Result<Respons
                     .unwrap_or("")
                     .to_string(),
                 op_id: op_id.clone(),
+                operations: Vec::new(),
             },
         );
         (op_id, exists)
@@ -403,7 +413,9 @@ impl Job {
         let mut created = Vec::new();
         let mut failure = None;
         for r in &self.resources {
-            match self.deploy_one(r).await {
+            let outcome = self.deploy_one(r).await;
+            self.record_operation(r, &outcome);
+            match outcome {
                 Ok(id) => created.push(id),
                 Err(detail) => {
                     failure = Some(detail);
@@ -449,6 +461,39 @@ impl Job {
                 );
             }
         }
+    }
+
+    /// Appends the deployment operation of one resource (what `…/operations` lists).
+    fn record_operation(&self, r: &EvaluatedResource, outcome: &Result<String, Value>) {
+        let operation_id = uuid::Uuid::new_v4()
+            .simple()
+            .to_string()
+            .to_ascii_uppercase();
+        let (state, status_code, message) = match outcome {
+            Ok(_) => ("Succeeded", "OK", Value::Null),
+            Err(e) => ("Failed", "BadRequest", j!({ "error": e })),
+        };
+        let target = match outcome {
+            Ok(id) => id.clone(),
+            Err(_) => resource_path(r, &self.rg_id),
+        };
+        self.update(|d| {
+            let mut props = j!({
+                "provisioningOperation": "Create",
+                "provisioningState": state,
+                "timestamp": now_rfc3339(),
+                "statusCode": status_code,
+                "targetResource": {"id": target, "resourceType": r.type_, "resourceName": r.name},
+            });
+            if !message.is_null() {
+                props["statusMessage"] = message.clone();
+            }
+            d.operations.push(j!({
+                "id": format!("{}/operations/{operation_id}", d.id),
+                "operationId": operation_id,
+                "properties": props,
+            }));
+        });
     }
 
     /// PUTs one resource and waits for a terminal state; `Err` holds the error detail.

@@ -272,6 +272,7 @@ fn operation_name(route: &Route, method: &Method) -> String {
             format!("deployments.{}", verb("get", "createOrUpdate", "delete"))
         }
         Route::DeploymentOperationStatus { .. } => "deployments.operationStatus".into(),
+        Route::DeploymentOperations { .. } => "deploymentOperations.list".into(),
         Route::OperationResult { .. } => "operationResults.get".into(),
         Route::RoleDefinitions { .. } => "roleDefinitions.list".into(),
         Route::RoleDefinition { .. } => {
@@ -476,6 +477,7 @@ async fn arm_versioned(
         Route::Deployments { .. }
         | Route::Deployment { .. }
         | Route::DeploymentOperationStatus { .. }
+        | Route::DeploymentOperations { .. }
         | Route::OperationResult { .. } => deployments::handle(shared, &ctx, route).await,
         Route::RoleDefinitions { .. }
         | Route::RoleDefinition { .. }

@@ -57,6 +57,8 @@ pub enum Route {
         name: String,
         id: String,
     },
+    /// `…/deployments/{name}/operations`: one entry per resource the deployment touched.
+    DeploymentOperations { rg: String, name: String },
     /// `/subscriptions/{sub}/operationresults/{id}` (deployment deletes)
     OperationResult { id: String },
     /// `{scope}/providers/Microsoft.Authorization/roleDefinitions` (scope relative to the
@@ -156,6 +158,12 @@ pub fn parse_arm(rest: &[String]) -> Route {
         }
         ["resourcegroups", _, "providers", "microsoft.resources", "deployments", _] => {
             Route::Deployment {
+                rg: r[1].clone(),
+                name: r[5].clone(),
+            }
+        }
+        ["resourcegroups", _, "providers", "microsoft.resources", "deployments", _, "operations"] => {
+            Route::DeploymentOperations {
                 rg: r[1].clone(),
                 name: r[5].clone(),
             }
@@ -385,6 +393,7 @@ impl Route {
             | Route::Deployments { .. }
             | Route::Deployment { .. }
             | Route::DeploymentOperationStatus { .. }
+            | Route::DeploymentOperations { .. }
             | Route::OperationResult { .. } => Some(Api::Resources),
             Route::RoleDefinitions { .. }
             | Route::RoleDefinition { .. }

@@ -161,6 +161,8 @@ pub(crate) struct DeploymentEntry {
     pub correlation_id: String,
     /// The async operation of the current run.
     pub op_id: String,
+    /// Deployment operations (one per resource attempted), as ARM lists them.
+    pub operations: Vec<serde_json::Value>,
 }
 
 /// A custom role definition or role assignment is kept in [`crate::rbac`]'s own types.

@@ -419,3 +419,110 @@ impl Setup {
         Ok(self.summary(&ctx))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http_403(code: &str, message: &str) -> azure_arm::ArmError {
+        azure_arm::ArmError::Http {
+            method: "PUT".into(),
+            path: "/x".into(),
+            status: 403,
+            code: Some(code.into()),
+            message: message.into(),
+            details: Vec::new(),
+            request_id: "r".into(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn authorization_failures_name_the_action_scope_and_roles() {
+        let e = arm_error(
+            "custom role",
+            http_403(
+                "AuthorizationFailed",
+                "The client 'p' with object id 'p' does not have authorization to perform action 'Microsoft.Authorization/roleDefinitions/write' over scope '/subscriptions/s/resourceGroups/rg' or the scope is invalid.",
+            ),
+        );
+        match &e {
+            SetupError::PermissionDenied {
+                action,
+                scope,
+                roles,
+                ..
+            } => {
+                assert_eq!(action, "Microsoft.Authorization/roleDefinitions/write");
+                assert_eq!(scope, "/subscriptions/s/resourceGroups/rg");
+                assert_eq!(roles, &vec!["User Access Administrator", "Owner"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = e.to_string();
+        assert!(
+            text.contains(
+                "--role \"User Access Administrator\" --scope /subscriptions/s/resourceGroups/rg"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn linked_failures_name_the_linked_action() {
+        let e = arm_error(
+            "worker container group",
+            http_403(
+                "LinkedAuthorizationFailed",
+                "The client 'p' with object id 'p' has permission to perform action 'Microsoft.ContainerInstance/containerGroups/write' on scope '/s/cg'; however, it does not have permission to perform action 'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action' on the linked scope(s) '/s/id' or the linked scope(s) are invalid.",
+            ),
+        );
+        match e {
+            SetupError::PermissionDenied {
+                action,
+                scope,
+                roles,
+                ..
+            } => {
+                assert_eq!(
+                    action,
+                    "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action"
+                );
+                assert_eq!(scope, "/s/id");
+                assert_eq!(roles.first().copied(), Some("Managed Identity Operator"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn options_are_validated_with_the_flag_at_fault() {
+        let ok = SetupOptions::new(
+            "00000000-0000-0000-0000-000000000001",
+            "rg",
+            "eastus",
+            "id-1",
+            "myreg1",
+            "pool",
+            "http://127.0.0.1:4200/api",
+        );
+        assert!(ok.validate().is_ok());
+        let mut bad = ok.clone();
+        bad.registry = "my-reg".into();
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid --registry"));
+        let mut bad = ok.clone();
+        bad.subscription_id = "sub".into();
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid --subscription"));
+        let mut bad = ok;
+        bad.prefect_api_key = Some("pnu_secret".into());
+        assert!(!format!("{bad:?}").contains("pnu_secret"));
+    }
+}

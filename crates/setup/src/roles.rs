@@ -140,8 +140,8 @@ mod tests {
 
     #[test]
     fn guids_are_stable_and_match_bicep() {
-        // Bicep: guid('a', 'b') = 'b3bb6de6-2cf6-5e6f-9e4f-b0b3b5c6f3c4'-style v5; we only
-        // pin stability and version here; the emulator's rbac module pins the vectors.
+        // Stable, scoped, version 5; tests/setup_e2e.rs checks them against the emulator's
+        // implementation of ARM's guid().
         let a = custom_role_guid("/subscriptions/s/resourceGroups/rg");
         assert_eq!(a, custom_role_guid("/subscriptions/s/resourceGroups/rg"));
         assert_ne!(a, custom_role_guid("/subscriptions/s/resourceGroups/rg2"));

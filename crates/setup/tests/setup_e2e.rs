@@ -362,6 +362,8 @@ async fn setup_is_idempotent_and_the_identity_runs_flows_and_teardown_removes_on
         .map(|i| i.step)
         .collect();
     assert_eq!(changed, vec![Step::RoleAssignment]);
+    s.apply(&mut |_| {}).await.expect("resume");
+    assert!(s.plan().await.expect("plan").is_noop());
 
     // Teardown: only tagged resources go; a bystander keeps the resource group alive.
     let bystander = format!(
@@ -472,4 +474,36 @@ async fn a_missing_permission_names_the_action_and_the_roles_that_grant_it() {
         text.contains("az role assignment create") && text.contains("Reader"),
         "{text}"
     );
+}
+
+#[test]
+fn stable_guids_match_arm_guid_as_the_emulator_implements_it() {
+    use aci_emulator::rbac;
+    use prefect_aci_setup::roles;
+    let scope = "/subscriptions/s/resourceGroups/rg";
+    assert_eq!(
+        roles::custom_role_guid(scope),
+        rbac::custom_role_definition_name(scope, roles::ROLE_NAME)
+    );
+    assert_eq!(
+        roles::assignment_name(scope, "p", "/r"),
+        rbac::role_assignment_name(scope, "p", "/r")
+    );
+    // The static role table agrees with the emulator's built-in roles.
+    let defs = rbac::builtin_role_definitions();
+    for action in [
+        "Microsoft.Authorization/roleAssignments/write",
+        "Microsoft.ContainerInstance/containerGroups/write",
+        "Microsoft.ContainerRegistry/registries/pull/read",
+        "Microsoft.Resources/subscriptions/resourceGroups/read",
+    ] {
+        let ours: Vec<&str> = roles::roles_granting(action);
+        for d in rbac::roles_granting(action, &defs) {
+            assert!(
+                ours.contains(&d.role_name.as_str()),
+                "{action}: {} missing from {ours:?}",
+                d.role_name
+            );
+        }
+    }
 }

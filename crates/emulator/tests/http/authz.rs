@@ -16,8 +16,7 @@ fn rg_scope(env: &Env) -> String {
     format!("{}/resourceGroups/rg", env.sub())
 }
 
-fn role_def(env: &Env, scope: &str, guid: &str) -> String {
-    let _ = env;
+fn role_def(scope: &str, guid: &str) -> String {
     format!("{scope}/providers/Microsoft.Authorization/roleDefinitions/{guid}?api-version={AUTHZ}")
 }
 
@@ -86,7 +85,7 @@ async fn role_definitions_builtins_custom_and_name_conflicts() {
     for n in ["Owner", "Contributor", "AcrPull"] {
         assert!(names.contains(&n), "{names:?}");
     }
-    let acr = env.get(&role_def(&env, &env.sub(), ACR_PULL)).await;
+    let acr = env.get(&role_def(&env.sub(), ACR_PULL)).await;
     assert_eq!(
         acr.body["properties"]["permissions"][0]["actions"][0],
         "Microsoft.ContainerRegistry/registries/pull/read"
@@ -95,7 +94,7 @@ async fn role_definitions_builtins_custom_and_name_conflicts() {
     let guid = uuid::Uuid::new_v4().to_string();
     let r = env
         .put(
-            &role_def(&env, &rg_scope(&env), &guid),
+            &role_def(&rg_scope(&env), &guid),
             custom_role(
                 &env,
                 "Runner",
@@ -108,16 +107,25 @@ async fn role_definitions_builtins_custom_and_name_conflicts() {
     // Same GUID again: an update.
     let r = env
         .put(
-            &role_def(&env, &rg_scope(&env), &guid),
+            &role_def(&rg_scope(&env), &guid),
             custom_role(&env, "Runner", &["*/read"]),
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
+    // Created at a scope that does not contain its assignable scopes: refused.
+    let elsewhere = format!("{}/resourceGroups/other", env.sub());
+    let r = env
+        .put(
+            &role_def(&elsewhere, &uuid::Uuid::new_v4().to_string()),
+            custom_role(&env, "Elsewhere", &["*/read"]),
+        )
+        .await;
+    assert_eq!(r.code(), "InvalidRoleDefinitionScope", "{}", r.body);
     // Same name under another GUID: 409.
     let other = uuid::Uuid::new_v4().to_string();
     let r = env
         .put(
-            &role_def(&env, &rg_scope(&env), &other),
+            &role_def(&rg_scope(&env), &other),
             custom_role(&env, "runner", &["*/read"]),
         )
         .await;
@@ -133,15 +141,11 @@ async fn role_definitions_builtins_custom_and_name_conflicts() {
         filtered.body
     );
     assert_eq!(
-        env.delete(&role_def(&env, &rg_scope(&env), &guid))
-            .await
-            .status,
+        env.delete(&role_def(&rg_scope(&env), &guid)).await.status,
         StatusCode::OK
     );
     assert_eq!(
-        env.get(&role_def(&env, &rg_scope(&env), &guid))
-            .await
-            .code(),
+        env.get(&role_def(&rg_scope(&env), &guid)).await.code(),
         "RoleDefinitionDoesNotExist"
     );
 }
@@ -402,7 +406,7 @@ async fn rbac_refuses_without_assignments_and_allows_with_them() {
     let guid = uuid::Uuid::new_v4().to_string();
     let r = env
         .put(
-            &role_def(&env, &rg_scope(&env), &guid),
+            &role_def(&rg_scope(&env), &guid),
             custom_role(
                 &env,
                 "CI",
@@ -430,7 +434,7 @@ async fn rbac_refuses_without_assignments_and_allows_with_them() {
     // With assign/action but no AcrPull on the registry: the image is inaccessible.
     let r = env
         .put(
-            &role_def(&env, &rg_scope(&env), &guid),
+            &role_def(&rg_scope(&env), &guid),
             custom_role(
                 &env,
                 "CI",

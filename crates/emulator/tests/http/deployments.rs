@@ -81,6 +81,16 @@ async fn deployment_creates_resources_through_the_normal_paths_and_delete_keeps_
         .cloned()
         .unwrap_or_default();
     assert_eq!(resources.len(), 2, "{}", d.body);
+    let ops = env
+        .get(&deployment(&env, "d1").replace("?api-version", "/operations?api-version"))
+        .await;
+    let states: Vec<&str> = ops.body["value"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["properties"]["provisioningState"].as_str())
+        .collect();
+    assert_eq!(states, ["Succeeded", "Succeeded"], "{}", ops.body);
 
     // The group is a real one: it ran, and its identity is the template's identity.
     let g = env.wait_state("tg", &["Succeeded"]).await;
@@ -136,6 +146,25 @@ async fn a_failing_resource_fails_the_deployment_with_details() {
         d.body["properties"]["error"]["details"][0]["code"], "InaccessibleImage",
         "{}",
         d.body
+    );
+    // The failed resource is listed among the deployment's operations with its error.
+    let ops_path = deployment(&env, "bad").replace("?api-version", "/operations?api-version");
+    let ops = env.get(&ops_path).await;
+    assert_eq!(ops.status, StatusCode::OK);
+    let failed: Vec<&Value> = ops.body["value"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| o["properties"]["provisioningState"] == "Failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{}", ops.body);
+    assert_eq!(
+        failed[0]["properties"]["statusMessage"]["error"]["code"],
+        "InaccessibleImage"
+    );
+    assert_eq!(
+        failed[0]["properties"]["targetResource"]["resourceType"],
+        "Microsoft.ContainerInstance/containerGroups"
     );
     let status = env.get(&op).await;
     assert_eq!(status.body["error"]["code"], "DeploymentFailed");
