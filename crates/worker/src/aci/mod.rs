@@ -517,13 +517,20 @@ impl Infrastructure for AciInfrastructure {
         // A retried launch (after an error or a restart) first looks for the group: the name
         // is deterministic, so an existing group is this run's.
         if job.launched.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            if let Some(g) = self.get_group(&arm, spec).await? {
+            let wait_until = spec.start_timeout.map(|t| Instant::now() + t);
+            while let Some(g) = self.get_group(&arm, spec).await? {
                 match g.properties.provisioning_state.as_deref() {
                     Some("Succeeded") => return Ok(()),
                     Some("Failed") => {
                         self.delete_group(&arm, spec).await?;
+                        break;
                     }
-                    _ => {}
+                    // Still starting from the earlier attempt: follow it rather than PUT again
+                    // (a second PUT updates a group that is starting: a duplicate launch).
+                    _ if wait_until.is_none_or(|d| Instant::now() < d) => {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                    _ => break,
                 }
             }
         }

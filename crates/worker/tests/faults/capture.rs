@@ -28,6 +28,7 @@ impl Write for Sink {
 /// Install the capturing subscriber (once per test binary).
 pub fn init() {
     INIT.get_or_init(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let filter = tracing_subscriber::EnvFilter::new(
             "info,prefect_aci_worker=debug,azure_arm=debug,prefect_client=debug",
         );

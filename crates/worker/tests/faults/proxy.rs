@@ -147,6 +147,8 @@ where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
+    // reqwest is built without a default TLS provider in this workspace.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let corrupted = Arc::new(AtomicU64::new(0));
     let inner = Arc::new(Inner {
         target: target.trim_end_matches('/').to_string(),

@@ -418,6 +418,9 @@ const DOC_TAIL: &str = "
 - `env` given as a non-object, `subnet_ids` that are not subnet ids and `dns_servers` that are
   not IP addresses were **silently accepted** (the first was dropped); each is now refused with a
   message naming the variable.
+- In soak mode (10 runs, 1 in 3 ARM reads garbled) a retried launch found its group still
+  provisioning and **PUT it again** (ARM answered 200: a duplicate launch). A retried launch now
+  follows the existing group's provisioning instead of sending a second PUT.
 - A worker stopping while a recovery pass waited on ARM did not stop until the pass ended;
   recovery is now abandoned on shutdown (it is idempotent).
 ";
