@@ -163,4 +163,6 @@ pub struct RecoveryContext {
     /// Where this pool's runs may have gone: `(subscription_id, resource_group_name)` pairs
     /// from the pool's defaults and its deployments' job variables.
     pub places: Vec<(String, String)>,
+    /// Runs this worker is handling right now: their infrastructure is not to be touched.
+    pub in_flight: Vec<uuid::Uuid>,
 }

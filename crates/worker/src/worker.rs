@@ -466,6 +466,13 @@ async fn recover<I: Infrastructure>(shared: &Arc<Shared<I>>, tracker: &TaskTrack
         work_pool: shared.pool(),
         worker_name: shared.config.name.clone(),
         places: places(shared).await,
+        in_flight: shared
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect(),
     };
     let mut ids = match shared.infra.recover(ctx).await {
         Ok(ids) => ids,

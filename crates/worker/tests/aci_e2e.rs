@@ -381,7 +381,7 @@ async fn a_killed_worker_s_run_is_adopted_and_finished_by_its_successor() {
     let fr = final_state(&api, run, Duration::from_secs(120)).await;
     assert_eq!(fr["state"]["type"], "COMPLETED", "{fr}");
     // The successor deletes the orphaned group at its next recovery pass.
-    no_groups_left_within(&emu, run, Duration::from_secs(60)).await;
+    no_groups_left_within(&emu, run, Duration::from_secs(120)).await;
     second.stop().await;
     emu.shutdown().await;
 }

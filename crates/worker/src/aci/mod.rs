@@ -831,17 +831,36 @@ async fn recover(infra: &AciInfrastructure, ctx: RecoveryContext) -> Result<Vec<
                 .read_flow_run(id)
                 .await
                 .map_err(|e| InfraError::transient(e.to_string()))?;
-            let finished = run
+            if ctx.in_flight.contains(&id) {
+                // Ours and alive: its own task reads the last logs, then deletes it.
+                continue;
+            }
+            // A finished run's group is an orphan only once its worker had time to clean up
+            // after it (reading the last logs first); deleting earlier cuts the output off.
+            let orphan_after = chrono::Duration::seconds(45);
+            let finished = match run.as_ref() {
+                None => true,
+                Some(r) => {
+                    let is_final = r.current_state_type().is_some_and(|t| t.is_final());
+                    let since = r
+                        .state
+                        .as_ref()
+                        .and_then(|s| s.timestamp)
+                        .map(|t| chrono::Utc::now() - t);
+                    is_final && since.is_none_or(|d| d > orphan_after)
+                }
+            };
+            let still_settling = run
                 .as_ref()
-                .and_then(|r| r.current_state_type().cloned())
-                .is_none_or(|t| t.is_final());
+                .and_then(|r| r.current_state_type())
+                .is_some_and(|t| t.is_final());
             if finished {
                 tracing::info!(flow_run.id = %id, "recovery: deleting container group {name} of a finished flow run");
                 let gpath = format!("{path}/{name}");
                 if let Err(e) = arm.delete(&gpath, ACI_API_VERSION).await {
                     tracing::warn!("recovery: could not delete {name}: {}", arm_message(&e));
                 }
-            } else {
+            } else if !still_settling {
                 adopt.push(id);
             }
         }

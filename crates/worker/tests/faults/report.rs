@@ -126,7 +126,7 @@ pub async fn audit(
     }
     // Give cleanup (and the periodic recovery pass) time to delete every group.
     let cleanup_deadline =
-        Instant::now() + Duration::from_secs(if crate::soak() { 180 } else { 75 });
+        Instant::now() + Duration::from_secs(if crate::soak() { 180 } else { 120 });
     while !emu.groups().is_empty() && Instant::now() < cleanup_deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
