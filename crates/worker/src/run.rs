@@ -576,9 +576,28 @@ async fn won_claim(client: &PrefectClient, id: Uuid, ours: Uuid, claimed_at: Ins
             return true;
         }
     };
+    // Only the claims of this scheduling count: a run released back to Scheduled (its first
+    // claimer died) has older Pendings that belong to nobody now.
+    let Some(our_time) = states
+        .iter()
+        .find(|s| s.id == Some(ours))
+        .and_then(|s| s.timestamp)
+    else {
+        return true;
+    };
+    let scheduled_at = states
+        .iter()
+        .filter(|s| s.state_type == StateType::Scheduled)
+        .filter_map(|s| s.timestamp)
+        .filter(|t| *t <= our_time)
+        .max();
     let first = states
         .iter()
         .filter(|s| s.state_type == StateType::Pending && s.name.as_deref() == Some("Pending"))
+        .filter(|s| match (s.timestamp, scheduled_at) {
+            (Some(t), Some(sched)) => t >= sched,
+            _ => true,
+        })
         .min_by_key(|s| s.timestamp);
     match first.and_then(|s| s.id) {
         Some(first) => first == ours,
