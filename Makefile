@@ -1,4 +1,4 @@
-.PHONY: test demo lint
+.PHONY: test demo lint bench bench-quick
 
 # Runs every test against real Prefect servers (and the emulator) on loopback.
 test:
@@ -11,3 +11,11 @@ demo:
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+# Side-by-side benchmarks with Prefect's Python ACI worker; rewrites bench/RESULTS.md (~1 h).
+bench:
+	bench/run.sh
+
+# The CI-sized variant (~5 min).
+bench-quick:
+	bench/run.sh --quick

@@ -113,6 +113,50 @@ def main():
     w("Ratios are Python ÷ ours (how many times better ours is). `rust-polling` is ours with the events pickup turned off (`PREFECT_ACI_EVENTS_PICKUP=false`): the before/after of pickup by events.")
     w("")
 
+    # Issue 6's targets, each checked against this run's figures.
+    def tgt(label, ours, py, ok, shown):
+        verdict = "—" if ok is None else ("met" if ok else "**missed**")
+        w(f"| {label} | {shown(ours)} | {shown(py)} | {verdict} |")
+
+    def num(v, unit="", d=2):
+        return "—" if v is None else f"{v:.{d}f}{unit}"
+
+    def both(fn):
+        return fn(R), fn(P)
+
+    w("## Targets (issue 6)")
+    w("")
+    w("| target | ours | Python | verdict |")
+    w("|---|---|---|---|")
+    o, p = both(lambda r: g(r, "idle", "idle_rss_bytes"))
+    tgt("idle RSS ≤ 1/12 of Python's", o, p, None if o is None or p is None else o * 12 <= p, lambda v: num(mib(v), " MiB", 1))
+    o, p = both(lambda r: g(r, "idle", "launch_to_first_poll_seconds"))
+    tgt("launch → first poll ≥ 40× faster", o, p, None if o is None or p is None else o * 40 <= p, lambda v: num(v, " s", 3))
+    o, p = both(lambda r: g(r, "burst", "pickup_seconds", "p50"))
+    tgt("pickup p50 ≤ 1 s", o, p, None if o is None else o <= 1, lambda v: num(v, " s"))
+    o, p = both(lambda r: g(r, "burst", "pickup_seconds", "p99"))
+    tgt("pickup p99 ≤ 2 s", o, p, None if o is None else o <= 2, lambda v: num(v, " s"))
+    bfs = g(R or P, "burst", "flow_seconds")
+    o, p = both(lambda r: g(r, "burst", "arm", "per_run"))
+    tgt(f"ARM+AAD requests ≤ 5 for a 1-minute run (burst runs last {bfs:g} s)" if bfs else "ARM+AAD requests ≤ 5 for a 1-minute run", o, p,
+        None if o is None or not bfs or not 45 <= bfs <= 75 else o <= 5, lambda v: num(v))
+    sfs = g(R or P, "steady", "flow_seconds")
+    o, p = both(lambda r: g(r, "steady", "arm", "per_run"))
+    tgt(f"ARM+AAD requests ≤ 15 for a 10-minute run (steady runs last {sfs:g} s)" if sfs else "ARM+AAD requests ≤ 15 for a 10-minute run", o, p,
+        None if o is None or not sfs or not 540 <= sfs <= 660 else o <= 15, lambda v: num(v))
+    o, p = both(lambda r: g(r, "burst", "end_to_group_deleted_seconds", "max"))
+    tgt("container group deleted ≤ 5 s after the flow run ends (max)", o, p, None if o is None else o <= 5, lambda v: num(v, " s"))
+    o, p = both(lambda r: g(r, "steady", "window_429_per_second"))
+    m_runs = g(R or P, "steady", "runs")
+    tgt(f"{m_runs} concurrent runs: no sustained 429 (429/s in the window)", o, p, None if o is None else o < 0.1, lambda v: num(v, "", 3))
+    o, p = both(lambda r: g(r, "steady", "window_peak_rss_bytes"))
+    tgt(f"{m_runs} concurrent runs: ≤ 50 MiB RSS", o, p, None if o is None else o <= 50 * MIB, lambda v: num(mib(v), " MiB", 1))
+    o, p = both(lambda r: g(r, "burst", "worker_cpu_seconds_per_run"))
+    tgt("worker CPU per run ≤ 1/10 of Python's (burst)", o, p, None if o is None or p is None else o * 10 <= p, lambda v: num(v, " s", 4))
+    w("")
+    w("`—` as a verdict: the figure does not apply in this mode (e.g. quick mode's runs are not 1 or 10 minutes long) or is missing.")
+    w("")
+
     def row(label, key_fn, unit="", digits=2, target="", higher_is_better=False, show_ratio=True):
         vals = [key_fn(res.get(x)) for x in ("rust", "rust-polling", "python")]
         r = ratio(vals[2], vals[0], higher_is_better) if show_ratio else ""
