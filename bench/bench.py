@@ -535,7 +535,11 @@ def main():
         burst_dep = prefect.create_deployment(flow_id, "burst", pool, {**vars_common, "env": {"BENCH_FLOW_SECONDS": str(args.burst_flow_seconds)}})
         steady_dep = prefect.create_deployment(flow_id, "steady", pool, {**vars_common, "env": {"BENCH_FLOW_SECONDS": str(args.steady_flow_seconds)}})
 
-        # (a) launch → first poll, idle footprint.
+        # (a) launch → first poll, idle footprint. Warm the server's code paths first (a fresh
+        # server answers its first requests slowly), so neither worker pays for the other.
+        for _ in range(3):
+            prefect.http.post(f"/work_pools/{pool}/get_scheduled_flow_runs", json={})
+            prefect.http.get("/admin/version")
         log(f"(a) launching the {args.worker} worker")
         before = prefect.queue_last_polled(pool)
         proc, t_launch, log_file = launch_worker(args, emu, pool, outdir)
