@@ -19,11 +19,13 @@ and exits 0, which is what a real engine does, at a cost a 2-core machine can af
 """
 
 import argparse
+import asyncio
 import concurrent.futures as cf
 import datetime as dt
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +34,7 @@ import time
 from pathlib import Path
 
 import httpx
+from urllib.parse import urlsplit
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 RG = "bench-rg"
@@ -133,6 +136,64 @@ class Sampler(threading.Thread):
         if not s:
             return {"peak_rss": None, "last_rss": None, "cpu": None}
         return {"peak_rss": max(x[1] for x in s), "last_rss": s[-1][1], "mean_rss": statistics.fmean(x[1] for x in s), "cpu": s[-1][2] - s[0][2]}
+
+
+# --------------------------------------------------------------------------- first poll
+
+
+class FirstPollProxy(threading.Thread):
+    """A byte-for-byte TCP relay in front of the Prefect server that notes when the worker sends
+    its first `get_scheduled_flow_runs` request.
+
+    The server's own `last_polled` is stamped by a deduplicated background task (docket) that
+    can run seconds after the poll, so it cannot time a launch. The relay adds well under a
+    millisecond per request, the same for both workers (and their containers, which inherit
+    the worker's PREFECT_API_URL).
+    """
+
+    def __init__(self, api_url):
+        super().__init__(daemon=True)
+        u = urlsplit(api_url)
+        self.upstream = (u.hostname, u.port)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(512)
+        self.url = f"{u.scheme}://127.0.0.1:{self.sock.getsockname()[1]}{u.path}"
+        self.first_poll = None
+
+    def run(self):
+        asyncio.run(self._serve())
+
+    async def _serve(self):
+        server = await asyncio.start_server(self._handle, sock=self.sock, limit=1 << 20)
+        async with server:
+            await server.serve_forever()
+
+    async def _pipe(self, src, dst, watch):
+        try:
+            while True:
+                data = await src.read(1 << 16)
+                if not data:
+                    break
+                if watch and self.first_poll is None and b"/get_scheduled_flow_runs" in data:
+                    self.first_poll = time.time()
+                dst.write(data)
+                await dst.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            try:
+                dst.close()
+            except Exception:
+                pass
+
+    async def _handle(self, reader, writer):
+        try:
+            up_r, up_w = await asyncio.open_connection(*self.upstream, limit=1 << 20)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(self._pipe(reader, up_w, True), self._pipe(up_r, writer, False))
 
 
 # --------------------------------------------------------------------------- emulator
@@ -284,7 +345,7 @@ class Prefect:
 
 def launch_worker(args, emu, pool, outdir):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AZURE_"))}
-    env["PREFECT_API_URL"] = args.api_url
+    env["PREFECT_API_URL"] = args.worker_api_url
     env["PREFECT_HOME"] = str(outdir / "prefect-home")
     # Both workers see the same Azure environment: the emulator's admin service principal.
     for k in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_SUBSCRIPTION_ID"):
@@ -522,6 +583,9 @@ def main():
     image_bin = Path(__file__).resolve().parent / "image" / "bin"
 
     prefect = Prefect(args.api_url)
+    proxy = FirstPollProxy(args.api_url)
+    proxy.start()
+    args.worker_api_url = proxy.url
     tag = f"{args.worker}-{int(time.time())}"
     pool = f"bench-{tag}"
     emu = Emulator(args.binary, outdir / "emulator", image_bin, quotas=False)
@@ -540,21 +604,20 @@ def main():
         for _ in range(3):
             prefect.http.post(f"/work_pools/{pool}/get_scheduled_flow_runs", json={})
             prefect.http.get("/admin/version")
+            prefect.http.get(f"/work_pools/{pool}")
         log(f"(a) launching the {args.worker} worker")
-        before = prefect.queue_last_polled(pool)
         proc, t_launch, log_file = launch_worker(args, emu, pool, outdir)
         sampler = Sampler(proc.pid)
         sampler.start()
         first_poll = None
         deadline = t_launch + 120
         while time.time() < deadline:
-            lp = prefect.queue_last_polled(pool)
-            if lp and (before is None or lp > before) and lp >= t_launch - 1:
-                first_poll = lp
+            if proxy.first_poll:
+                first_poll = proxy.first_poll
                 break
             if proc.poll() is not None:
                 raise RuntimeError(f"worker exited with {proc.returncode}; see {outdir / 'worker.log'}")
-            time.sleep(0.02)
+            time.sleep(0.01)
         log(f"(a) first poll after {first_poll - t_launch if first_poll else None}s; idling {args.idle_seconds}s")
         t_idle0 = time.time()
         time.sleep(args.idle_seconds)
