@@ -58,7 +58,10 @@ async fn health(State(h): State<Health>) -> (StatusCode, Json<Value>) {
 
 async fn metrics() -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         crate::metrics::global().render(),
     )
 }

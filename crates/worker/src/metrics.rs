@@ -83,7 +83,10 @@ impl Metrics {
     }
 
     /// When a run became due: its scheduled start, or its creation if that is later.
-    pub fn due_time(created: Option<DateTime<Utc>>, expected_start: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    pub fn due_time(
+        created: Option<DateTime<Utc>>,
+        expected_start: Option<DateTime<Utc>>,
+    ) -> Option<DateTime<Utc>> {
         match (created, expected_start) {
             (Some(c), Some(s)) => Some(c.max(s)),
             (c, s) => c.or(s),
@@ -93,7 +96,9 @@ impl Metrics {
     /// A run task ended; `last_state` is the last Prefect state the worker saw for it.
     pub fn run_ended(&self, last_state: Option<&StateType>) {
         self.runs_in_flight.fetch_sub(1, Ordering::Relaxed);
-        let label = last_state.map(|s| s.as_str().to_ascii_lowercase()).unwrap_or_else(|| "unknown".into());
+        let label = last_state
+            .map(|s| s.as_str().to_ascii_lowercase())
+            .unwrap_or_else(|| "unknown".into());
         *lock(&self.runs_finished).entry(label).or_insert(0) += 1;
     }
 
@@ -114,7 +119,8 @@ impl Metrics {
 
     /// The events websocket of [`crate::pickup`] went up (`true`) or down.
     pub fn events_connected(&self, up: bool) {
-        self.events_connected.store(i64::from(up), Ordering::Relaxed);
+        self.events_connected
+            .store(i64::from(up), Ordering::Relaxed);
     }
 
     /// Count the requests of an ARM client from now on.
@@ -133,33 +139,103 @@ impl Metrics {
     /// The registry in Prometheus text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
         let mut s = String::new();
-        header(&mut s, "prefect_aci_runs_submitted_total", "counter", "Flow runs the worker took on (claimed or adopted).");
-        let _ = writeln!(s, "prefect_aci_runs_submitted_total {}", self.runs_submitted.load(Ordering::Relaxed));
-        header(&mut s, "prefect_aci_runs_in_flight", "gauge", "Flow runs the worker is driving now.");
-        let _ = writeln!(s, "prefect_aci_runs_in_flight {}", self.runs_in_flight.load(Ordering::Relaxed).max(0));
-        header(&mut s, "prefect_aci_runs_finished_total", "counter", "Flow runs the worker stopped driving, by the last Prefect state it saw.");
+        header(
+            &mut s,
+            "prefect_aci_runs_submitted_total",
+            "counter",
+            "Flow runs the worker took on (claimed or adopted).",
+        );
+        let _ = writeln!(
+            s,
+            "prefect_aci_runs_submitted_total {}",
+            self.runs_submitted.load(Ordering::Relaxed)
+        );
+        header(
+            &mut s,
+            "prefect_aci_runs_in_flight",
+            "gauge",
+            "Flow runs the worker is driving now.",
+        );
+        let _ = writeln!(
+            s,
+            "prefect_aci_runs_in_flight {}",
+            self.runs_in_flight.load(Ordering::Relaxed).max(0)
+        );
+        header(
+            &mut s,
+            "prefect_aci_runs_finished_total",
+            "counter",
+            "Flow runs the worker stopped driving, by the last Prefect state it saw.",
+        );
         for (state, c) in lock(&self.runs_finished).iter() {
-            let _ = writeln!(s, "prefect_aci_runs_finished_total{{state=\"{}\"}} {c}", escape(state));
+            let _ = writeln!(
+                s,
+                "prefect_aci_runs_finished_total{{state=\"{}\"}} {c}",
+                escape(state)
+            );
         }
-        header(&mut s, "prefect_aci_run_steps_total", "counter", "Steps of the flow-run state machine, by phase.");
+        header(
+            &mut s,
+            "prefect_aci_run_steps_total",
+            "counter",
+            "Steps of the flow-run state machine, by phase.",
+        );
         for (phase, c) in lock(&self.steps).iter() {
-            let _ = writeln!(s, "prefect_aci_run_steps_total{{phase=\"{}\"}} {c}", escape(phase));
+            let _ = writeln!(
+                s,
+                "prefect_aci_run_steps_total{{phase=\"{}\"}} {c}",
+                escape(phase)
+            );
         }
-        header(&mut s, "prefect_aci_polls_total", "counter", "Requests for scheduled flow runs (on the interval or woken by an event).");
-        let _ = writeln!(s, "prefect_aci_polls_total {}", self.polls.load(Ordering::Relaxed));
-        header(&mut s, "prefect_aci_event_wakeups_total", "counter", "Flow-run events from the events websocket that woke the worker.");
-        let _ = writeln!(s, "prefect_aci_event_wakeups_total {}", self.event_wakeups.load(Ordering::Relaxed));
-        header(&mut s, "prefect_aci_events_connected", "gauge", "1 while the events websocket used for pickup is connected.");
-        let _ = writeln!(s, "prefect_aci_events_connected {}", self.events_connected.load(Ordering::Relaxed));
+        header(
+            &mut s,
+            "prefect_aci_polls_total",
+            "counter",
+            "Requests for scheduled flow runs (on the interval or woken by an event).",
+        );
+        let _ = writeln!(
+            s,
+            "prefect_aci_polls_total {}",
+            self.polls.load(Ordering::Relaxed)
+        );
+        header(
+            &mut s,
+            "prefect_aci_event_wakeups_total",
+            "counter",
+            "Flow-run events from the events websocket that woke the worker.",
+        );
+        let _ = writeln!(
+            s,
+            "prefect_aci_event_wakeups_total {}",
+            self.event_wakeups.load(Ordering::Relaxed)
+        );
+        header(
+            &mut s,
+            "prefect_aci_events_connected",
+            "gauge",
+            "1 while the events websocket used for pickup is connected.",
+        );
+        let _ = writeln!(
+            s,
+            "prefect_aci_events_connected {}",
+            self.events_connected.load(Ordering::Relaxed)
+        );
         header(&mut s, "prefect_aci_pickup_latency_seconds", "histogram", "From a flow run becoming due (scheduled start, or creation if later) to the worker taking it on.");
         {
             let h = lock(&self.pickup);
             let mut cum = 0;
             for (b, c) in PICKUP_BUCKETS.iter().zip(h.buckets.iter()) {
                 cum += c;
-                let _ = writeln!(s, "prefect_aci_pickup_latency_seconds_bucket{{le=\"{b}\"}} {cum}");
+                let _ = writeln!(
+                    s,
+                    "prefect_aci_pickup_latency_seconds_bucket{{le=\"{b}\"}} {cum}"
+                );
             }
-            let _ = writeln!(s, "prefect_aci_pickup_latency_seconds_bucket{{le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(
+                s,
+                "prefect_aci_pickup_latency_seconds_bucket{{le=\"+Inf\"}} {}",
+                h.count
+            );
             let _ = writeln!(s, "prefect_aci_pickup_latency_seconds_sum {}", h.sum);
             let _ = writeln!(s, "prefect_aci_pickup_latency_seconds_count {}", h.count);
         }
@@ -173,13 +249,32 @@ impl Metrics {
             retries += snap.retries;
             wait += snap.throttle_wait.as_secs_f64();
         }
-        header(&mut s, "prefect_aci_arm_requests_total", "counter", "Azure Resource Manager requests, by operation and final HTTP status (0: no response).");
+        header(
+            &mut s,
+            "prefect_aci_arm_requests_total",
+            "counter",
+            "Azure Resource Manager requests, by operation and final HTTP status (0: no response).",
+        );
         for ((op, status), c) in &requests {
-            let _ = writeln!(s, "prefect_aci_arm_requests_total{{operation=\"{}\",status=\"{status}\"}} {c}", escape(op));
+            let _ = writeln!(
+                s,
+                "prefect_aci_arm_requests_total{{operation=\"{}\",status=\"{status}\"}} {c}",
+                escape(op)
+            );
         }
-        header(&mut s, "prefect_aci_arm_retries_total", "counter", "Retried ARM request attempts.");
+        header(
+            &mut s,
+            "prefect_aci_arm_retries_total",
+            "counter",
+            "Retried ARM request attempts.",
+        );
         let _ = writeln!(s, "prefect_aci_arm_retries_total {retries}");
-        header(&mut s, "prefect_aci_arm_throttle_wait_seconds_total", "counter", "Time ARM requests waited for client-side throttle tokens.");
+        header(
+            &mut s,
+            "prefect_aci_arm_throttle_wait_seconds_total",
+            "counter",
+            "Time ARM requests waited for client-side throttle tokens.",
+        );
         let _ = writeln!(s, "prefect_aci_arm_throttle_wait_seconds_total {wait}");
         s
     }
@@ -191,7 +286,9 @@ fn header(s: &mut String, name: &str, kind: &str, help: &str) {
 
 /// Escape a label value: backslash, double quote and newline.
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -208,15 +305,33 @@ mod tests {
         m.polled();
         m.events_connected(true);
         let text = m.render();
-        assert!(text.contains("prefect_aci_runs_submitted_total 2\n"), "{text}");
+        assert!(
+            text.contains("prefect_aci_runs_submitted_total 2\n"),
+            "{text}"
+        );
         assert!(text.contains("prefect_aci_runs_in_flight 1\n"), "{text}");
-        assert!(text.contains("prefect_aci_runs_finished_total{state=\"completed\"} 1\n"), "{text}");
+        assert!(
+            text.contains("prefect_aci_runs_finished_total{state=\"completed\"} 1\n"),
+            "{text}"
+        );
         assert!(text.contains("prefect_aci_polls_total 1\n"), "{text}");
         // 0.7 s falls in the 1 s bucket, not the 0.5 s one; buckets are cumulative.
-        assert!(text.contains("prefect_aci_pickup_latency_seconds_bucket{le=\"0.5\"} 0\n"), "{text}");
-        assert!(text.contains("prefect_aci_pickup_latency_seconds_bucket{le=\"1\"} 1\n"), "{text}");
-        assert!(text.contains("prefect_aci_pickup_latency_seconds_bucket{le=\"+Inf\"} 1\n"), "{text}");
-        assert!(text.contains("prefect_aci_pickup_latency_seconds_count 1\n"), "{text}");
+        assert!(
+            text.contains("prefect_aci_pickup_latency_seconds_bucket{le=\"0.5\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("prefect_aci_pickup_latency_seconds_bucket{le=\"1\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("prefect_aci_pickup_latency_seconds_bucket{le=\"+Inf\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("prefect_aci_pickup_latency_seconds_count 1\n"),
+            "{text}"
+        );
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
         // Every sample line belongs to a family declared before it.
         let mut declared = std::collections::HashSet::new();
@@ -225,8 +340,14 @@ mod tests {
                 declared.insert(rest.split(' ').next().unwrap().to_string());
             } else if !line.starts_with('#') {
                 let name = line.split(['{', ' ']).next().unwrap();
-                let base = name.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count");
-                assert!(declared.contains(name) || declared.contains(base), "undeclared {name}");
+                let base = name
+                    .trim_end_matches("_bucket")
+                    .trim_end_matches("_sum")
+                    .trim_end_matches("_count");
+                assert!(
+                    declared.contains(name) || declared.contains(base),
+                    "undeclared {name}"
+                );
             }
         }
     }

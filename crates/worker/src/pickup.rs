@@ -71,7 +71,12 @@ pub fn enabled_from_env() -> bool {
 
 /// On unless set to a false-like value.
 fn switch(v: Option<&str>) -> bool {
-    !v.is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "false" | "no" | "off"))
+    !v.is_some_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "0" | "false" | "no" | "off"
+        )
+    })
 }
 
 /// The filter frame for `/events/out`: flow-run state events related to `pool_id`.
@@ -101,7 +106,9 @@ pub enum Wake {
 
 /// Classify one text frame from `/events/out`.
 pub fn classify(frame: &str) -> Wake {
-    let Ok(v) = serde_json::from_str::<Value>(frame) else { return Wake::Nothing };
+    let Ok(v) = serde_json::from_str::<Value>(frame) else {
+        return Wake::Nothing;
+    };
     if v["type"] != "event" {
         return Wake::Nothing;
     }
@@ -118,7 +125,10 @@ pub fn start(api_url: &str, auth: Auth, pool_id: Uuid, shutdown: CancellationTok
     let url = websocket_url(api_url, "/events/out");
     // Events land on `raw`; a pacer per kind forwards them to the loop at most every MIN_GAP.
     let raw = Pickup::default();
-    for (from, to) in [(raw.poll.clone(), pickup.poll.clone()), (raw.observe.clone(), pickup.observe.clone())] {
+    for (from, to) in [
+        (raw.poll.clone(), pickup.poll.clone()),
+        (raw.observe.clone(), pickup.observe.clone()),
+    ] {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             loop {
@@ -170,7 +180,9 @@ pub fn start(api_url: &str, auth: Auth, pool_id: Uuid, shutdown: CancellationTok
             match outcome {
                 // A clean close after a long session: reconnect promptly.
                 Ok(()) => backoff = Duration::from_secs(1),
-                Err(e) => tracing::debug!(error = %e, "events websocket for pickup is down; polling on the interval until it is back"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "events websocket for pickup is down; polling on the interval until it is back")
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -188,7 +200,9 @@ mod tests {
 
     #[test]
     fn frames_wake_the_right_thing() {
-        let ev = |name: &str| json!({"type": "event", "event": {"event": name, "resource": {}}}).to_string();
+        let ev = |name: &str| {
+            json!({"type": "event", "event": {"event": name, "resource": {}}}).to_string()
+        };
         assert_eq!(classify(&ev("prefect.flow-run.Scheduled")), Wake::Poll);
         assert_eq!(classify(&ev("prefect.flow-run.Completed")), Wake::Observe);
         assert_eq!(classify(&ev("prefect.flow-run.Cancelling")), Wake::Observe);
@@ -202,15 +216,29 @@ mod tests {
         let id = Uuid::new_v4();
         let f = filter_frame(id);
         assert_eq!(f["type"], "filter");
-        assert_eq!(f["filter"]["any_resource"]["id"][0], format!("prefect.work-pool.{id}"));
-        let names: Vec<&str> = f["filter"]["event"]["name"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert_eq!(
+            f["filter"]["any_resource"]["id"][0],
+            format!("prefect.work-pool.{id}")
+        );
+        let names: Vec<&str> = f["filter"]["event"]["name"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
         assert!(names.contains(&SCHEDULED) && names.contains(&"prefect.flow-run.Crashed"));
     }
 
     #[test]
     fn env_switch() {
         assert!(switch(None));
-        for (v, on) in [("false", false), ("0", false), (" OFF ", false), ("true", true), ("1", true)] {
+        for (v, on) in [
+            ("false", false),
+            ("0", false),
+            (" OFF ", false),
+            ("true", true),
+            ("1", true),
+        ] {
             assert_eq!(switch(Some(v)), on, "{v:?}");
         }
     }
