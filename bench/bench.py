@@ -495,7 +495,7 @@ def phase_burst(args, prefect, emu, sampler, deployment_id):
     }
 
 
-def phase_steady(args, prefect, emu, sampler, deployment_id):
+def phase_steady(args, prefect, emu, sampler, deployment_id, partial=lambda r: None):
     m = args.steady_runs
     log(f"(c) steady: creating {m} flow runs of {args.steady_flow_seconds}s")
     stats0 = emu.stats()
@@ -524,6 +524,22 @@ def phase_steady(args, prefect, emu, sampler, deployment_id):
     window_delta = stats_delta(s_w0, s_w1)
     window_total = sum(window_delta.values())
     window_429 = sum(c for (op, st), c in window_delta.items() if st == 429)
+    window_result = {
+        "runs": m,
+        "flow_seconds": args.steady_flow_seconds,
+        "groups_up_at_window": up_at_window,
+        "ramp_seconds": t_up - t0,
+        "window_seconds": t_w1 - t_ramped,
+        "window_arm_requests_per_second": window_total / (t_w1 - t_ramped),
+        "window_429": window_429,
+        "window_429_per_second": window_429 / (t_w1 - t_ramped),
+        "window_rss_bytes": win["last_rss"],
+        "window_peak_rss_bytes": win["peak_rss"],
+        "window_cpu_seconds_per_minute": (win["cpu"] / (t_w1 - t_ramped) * 60) if win["cpu"] is not None else None,
+        "window_arm": by_operation(window_delta, 1),
+        "incomplete": "interrupted before the runs finished",
+    }
+    partial(window_result)
     log("(c) window done; waiting for the runs to finish")
     done = track_runs(prefect, emu, runs, t0 + args.steady_flow_seconds + 2 * args.phase_timeout, 1.0)
     t1 = time.time()
@@ -627,12 +643,16 @@ def main():
             "idle_rss_bytes": idle["last_rss"],
             "idle_cpu_seconds_per_minute": idle["cpu"] / (time.time() - t_idle0) * 60 if idle["cpu"] is not None else None,
         }
+        # Written after each phase too, so an interrupted run keeps what it measured.
+        save = lambda: (outdir / "result.json").write_text(json.dumps(result, indent=1, default=str))  # noqa: E731
+        save()
         if "burst" not in skip:
             result["burst"] = phase_burst(args, prefect, emu, sampler, burst_dep)
             idle2 = sampler.window(time.time() - 3, time.time())
             result["burst"]["rss_after_bytes"] = idle2["last_rss"]
+            save()
         if "steady" not in skip:
-            result["steady"] = phase_steady(args, prefect, emu, sampler, steady_dep)
+            result["steady"] = phase_steady(args, prefect, emu, sampler, steady_dep, lambda r: (result.__setitem__("steady", r), save()))
         if args.worker.startswith("rust") and args.metrics_port:
             try:
                 result["metrics_sample"] = httpx.get(f"http://127.0.0.1:{args.metrics_port}/metrics", timeout=5).text[:20000]

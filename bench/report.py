@@ -212,7 +212,7 @@ def main():
     row("429 responses", lambda r: g(b(r), "arm", "throttled_429"), "", 0, "")
     row("flow run end → group deleted p50", lambda r: g(b(r), "end_to_group_deleted_seconds", "p50"), " s", 2, "")
     row("flow run end → group deleted max", lambda r: g(b(r), "end_to_group_deleted_seconds", "max"), " s", 2, "≤ 5 s")
-    row("final states", lambda r: None if not b(r) else ", ".join(f"{k}: {v}" for k, v in sorted(g(b(r), "final_states").items(), key=str)), "", 0, "", show_ratio=False)
+    row("final states", lambda r: None if not g(b(r), "final_states") else ", ".join(f"{k}: {v}" for k, v in sorted(g(b(r), "final_states").items(), key=str)), "", 0, "", show_ratio=False)
     w("")
     w("ARM+AAD requests per run by operation (burst):")
     w("")
@@ -246,7 +246,8 @@ def main():
     row("worker CPU per run (whole life)", lambda r: g(s(r), "worker_cpu_seconds_per_run"), " s", 4, "≤ 1/10 of Python")
     row("ARM+AAD requests per run (whole life)", lambda r: g(s(r), "arm", "per_run"), "", 2, "≤ 15 for a 10-minute run" if sfs and 540 <= sfs <= 660 else "")
     row("all finished and cleaned up in time", lambda r: g(s(r), "completed_in_time"), "", 0, "", show_ratio=False)
-    row("final states", lambda r: None if not s(r) else ", ".join(f"{k}: {v}" for k, v in sorted(g(s(r), "final_states").items(), key=str)), "", 0, "", show_ratio=False)
+    row("final states", lambda r: None if not g(s(r), "final_states") else ", ".join(f"{k}: {v}" for k, v in sorted(g(s(r), "final_states").items(), key=str)), "", 0, "", show_ratio=False)
+    row("note", lambda r: g(s(r), "incomplete"), "", 0, "", show_ratio=False)
     w("")
     ops = sorted({op for x in res.values() for op in (g(x, "steady", "arm", "operations") or {})})
     if ops:
