@@ -1,4 +1,4 @@
-.PHONY: test demo lint soak fuzz
+.PHONY: test demo lint soak fuzz bench bench-quick
 
 # Runs every test against real Prefect servers (and the emulator) on loopback.
 test:
@@ -20,3 +20,11 @@ soak:
 # cargo-fuzz targets (templating, ARM and Prefect response parsers); FUZZ_SECONDS per target.
 fuzz:
 	scripts/fuzz.sh
+
+# Side-by-side benchmarks with Prefect's Python ACI worker; rewrites bench/RESULTS.md (~1 h).
+bench:
+	bench/run.sh
+
+# The CI-sized variant (~5 min).
+bench-quick:
+	bench/run.sh --quick

@@ -19,11 +19,13 @@ and exits 0, which is what a real engine does, at a cost a 2-core machine can af
 """
 
 import argparse
+import asyncio
 import concurrent.futures as cf
 import datetime as dt
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +34,7 @@ import time
 from pathlib import Path
 
 import httpx
+from urllib.parse import urlsplit
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 RG = "bench-rg"
@@ -133,6 +136,64 @@ class Sampler(threading.Thread):
         if not s:
             return {"peak_rss": None, "last_rss": None, "cpu": None}
         return {"peak_rss": max(x[1] for x in s), "last_rss": s[-1][1], "mean_rss": statistics.fmean(x[1] for x in s), "cpu": s[-1][2] - s[0][2]}
+
+
+# --------------------------------------------------------------------------- first poll
+
+
+class FirstPollProxy(threading.Thread):
+    """A byte-for-byte TCP relay in front of the Prefect server that notes when the worker sends
+    its first `get_scheduled_flow_runs` request.
+
+    The server's own `last_polled` is stamped by a deduplicated background task (docket) that
+    can run seconds after the poll, so it cannot time a launch. The relay adds well under a
+    millisecond per request, the same for both workers (and their containers, which inherit
+    the worker's PREFECT_API_URL).
+    """
+
+    def __init__(self, api_url):
+        super().__init__(daemon=True)
+        u = urlsplit(api_url)
+        self.upstream = (u.hostname, u.port)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(512)
+        self.url = f"{u.scheme}://127.0.0.1:{self.sock.getsockname()[1]}{u.path}"
+        self.first_poll = None
+
+    def run(self):
+        asyncio.run(self._serve())
+
+    async def _serve(self):
+        server = await asyncio.start_server(self._handle, sock=self.sock, limit=1 << 20)
+        async with server:
+            await server.serve_forever()
+
+    async def _pipe(self, src, dst, watch):
+        try:
+            while True:
+                data = await src.read(1 << 16)
+                if not data:
+                    break
+                if watch and self.first_poll is None and b"/get_scheduled_flow_runs" in data:
+                    self.first_poll = time.time()
+                dst.write(data)
+                await dst.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            try:
+                dst.close()
+            except Exception:
+                pass
+
+    async def _handle(self, reader, writer):
+        try:
+            up_r, up_w = await asyncio.open_connection(*self.upstream, limit=1 << 20)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(self._pipe(reader, up_w, True), self._pipe(up_r, writer, False))
 
 
 # --------------------------------------------------------------------------- emulator
@@ -284,7 +345,7 @@ class Prefect:
 
 def launch_worker(args, emu, pool, outdir):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AZURE_"))}
-    env["PREFECT_API_URL"] = args.api_url
+    env["PREFECT_API_URL"] = args.worker_api_url
     env["PREFECT_HOME"] = str(outdir / "prefect-home")
     # Both workers see the same Azure environment: the emulator's admin service principal.
     for k in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_SUBSCRIPTION_ID"):
@@ -434,7 +495,7 @@ def phase_burst(args, prefect, emu, sampler, deployment_id):
     }
 
 
-def phase_steady(args, prefect, emu, sampler, deployment_id):
+def phase_steady(args, prefect, emu, sampler, deployment_id, partial=lambda r: None):
     m = args.steady_runs
     log(f"(c) steady: creating {m} flow runs of {args.steady_flow_seconds}s")
     stats0 = emu.stats()
@@ -463,6 +524,22 @@ def phase_steady(args, prefect, emu, sampler, deployment_id):
     window_delta = stats_delta(s_w0, s_w1)
     window_total = sum(window_delta.values())
     window_429 = sum(c for (op, st), c in window_delta.items() if st == 429)
+    window_result = {
+        "runs": m,
+        "flow_seconds": args.steady_flow_seconds,
+        "groups_up_at_window": up_at_window,
+        "ramp_seconds": t_up - t0,
+        "window_seconds": t_w1 - t_ramped,
+        "window_arm_requests_per_second": window_total / (t_w1 - t_ramped),
+        "window_429": window_429,
+        "window_429_per_second": window_429 / (t_w1 - t_ramped),
+        "window_rss_bytes": win["last_rss"],
+        "window_peak_rss_bytes": win["peak_rss"],
+        "window_cpu_seconds_per_minute": (win["cpu"] / (t_w1 - t_ramped) * 60) if win["cpu"] is not None else None,
+        "window_arm": by_operation(window_delta, 1),
+        "incomplete": "interrupted before the runs finished",
+    }
+    partial(window_result)
     log("(c) window done; waiting for the runs to finish")
     done = track_runs(prefect, emu, runs, t0 + args.steady_flow_seconds + 2 * args.phase_timeout, 1.0)
     t1 = time.time()
@@ -522,6 +599,9 @@ def main():
     image_bin = Path(__file__).resolve().parent / "image" / "bin"
 
     prefect = Prefect(args.api_url)
+    proxy = FirstPollProxy(args.api_url)
+    proxy.start()
+    args.worker_api_url = proxy.url
     tag = f"{args.worker}-{int(time.time())}"
     pool = f"bench-{tag}"
     emu = Emulator(args.binary, outdir / "emulator", image_bin, quotas=False)
@@ -535,22 +615,25 @@ def main():
         burst_dep = prefect.create_deployment(flow_id, "burst", pool, {**vars_common, "env": {"BENCH_FLOW_SECONDS": str(args.burst_flow_seconds)}})
         steady_dep = prefect.create_deployment(flow_id, "steady", pool, {**vars_common, "env": {"BENCH_FLOW_SECONDS": str(args.steady_flow_seconds)}})
 
-        # (a) launch → first poll, idle footprint.
+        # (a) launch → first poll, idle footprint. Warm the server's code paths first (a fresh
+        # server answers its first requests slowly), so neither worker pays for the other.
+        for _ in range(3):
+            prefect.http.post(f"/work_pools/{pool}/get_scheduled_flow_runs", json={})
+            prefect.http.get("/admin/version")
+            prefect.http.get(f"/work_pools/{pool}")
         log(f"(a) launching the {args.worker} worker")
-        before = prefect.queue_last_polled(pool)
         proc, t_launch, log_file = launch_worker(args, emu, pool, outdir)
         sampler = Sampler(proc.pid)
         sampler.start()
         first_poll = None
         deadline = t_launch + 120
         while time.time() < deadline:
-            lp = prefect.queue_last_polled(pool)
-            if lp and (before is None or lp > before) and lp >= t_launch - 1:
-                first_poll = lp
+            if proxy.first_poll:
+                first_poll = proxy.first_poll
                 break
             if proc.poll() is not None:
                 raise RuntimeError(f"worker exited with {proc.returncode}; see {outdir / 'worker.log'}")
-            time.sleep(0.02)
+            time.sleep(0.01)
         log(f"(a) first poll after {first_poll - t_launch if first_poll else None}s; idling {args.idle_seconds}s")
         t_idle0 = time.time()
         time.sleep(args.idle_seconds)
@@ -560,12 +643,16 @@ def main():
             "idle_rss_bytes": idle["last_rss"],
             "idle_cpu_seconds_per_minute": idle["cpu"] / (time.time() - t_idle0) * 60 if idle["cpu"] is not None else None,
         }
+        # Written after each phase too, so an interrupted run keeps what it measured.
+        save = lambda: (outdir / "result.json").write_text(json.dumps(result, indent=1, default=str))  # noqa: E731
+        save()
         if "burst" not in skip:
             result["burst"] = phase_burst(args, prefect, emu, sampler, burst_dep)
             idle2 = sampler.window(time.time() - 3, time.time())
             result["burst"]["rss_after_bytes"] = idle2["last_rss"]
+            save()
         if "steady" not in skip:
-            result["steady"] = phase_steady(args, prefect, emu, sampler, steady_dep)
+            result["steady"] = phase_steady(args, prefect, emu, sampler, steady_dep, lambda r: (result.__setitem__("steady", r), save()))
         if args.worker.startswith("rust") and args.metrics_port:
             try:
                 result["metrics_sample"] = httpx.get(f"http://127.0.0.1:{args.metrics_port}/metrics", timeout=5).text[:20000]

@@ -76,6 +76,22 @@ def ratio(py, ours, higher_is_better=False):
     return f"{r:.1f}×"
 
 
+def histogram_quantile(text, name, q):
+    """Upper bound of the bucket holding quantile q, from Prometheus text (None if empty)."""
+    buckets = []
+    for line in (text or "").splitlines():
+        if line.startswith(name + "_bucket{le=\""):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    total = buckets[-1][1]
+    for le, c in buckets:
+        if c >= q * total:
+            return le
+    return None
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -113,6 +129,50 @@ def main():
     w("Ratios are Python ÷ ours (how many times better ours is). `rust-polling` is ours with the events pickup turned off (`PREFECT_ACI_EVENTS_PICKUP=false`): the before/after of pickup by events.")
     w("")
 
+    # Issue 6's targets, each checked against this run's figures.
+    def tgt(label, ours, py, ok, shown):
+        verdict = "—" if ok is None else ("met" if ok else "**missed**")
+        w(f"| {label} | {shown(ours)} | {shown(py)} | {verdict} |")
+
+    def num(v, unit="", d=2):
+        return "—" if v is None else f"{v:.{d}f}{unit}"
+
+    def both(fn):
+        return fn(R), fn(P)
+
+    w("## Targets (issue 6)")
+    w("")
+    w("| target | ours | Python | verdict |")
+    w("|---|---|---|---|")
+    o, p = both(lambda r: g(r, "idle", "idle_rss_bytes"))
+    tgt("idle RSS ≤ 1/12 of Python's", o, p, None if o is None or p is None else o * 12 <= p, lambda v: num(mib(v), " MiB", 1))
+    o, p = both(lambda r: g(r, "idle", "launch_to_first_poll_seconds"))
+    tgt("launch → first poll ≥ 40× faster", o, p, None if o is None or p is None else o * 40 <= p, lambda v: num(v, " s", 3))
+    o, p = both(lambda r: g(r, "burst", "pickup_seconds", "p50"))
+    tgt("pickup p50 ≤ 1 s", o, p, None if o is None else o <= 1, lambda v: num(v, " s"))
+    o, p = both(lambda r: g(r, "burst", "pickup_seconds", "p99"))
+    tgt("pickup p99 ≤ 2 s", o, p, None if o is None else o <= 2, lambda v: num(v, " s"))
+    bfs = g(R or P, "burst", "flow_seconds")
+    o, p = both(lambda r: g(r, "burst", "arm", "per_run"))
+    tgt(f"ARM+AAD requests ≤ 5 for a 1-minute run (burst runs last {bfs:g} s)" if bfs else "ARM+AAD requests ≤ 5 for a 1-minute run", o, p,
+        None if o is None or not bfs or not 45 <= bfs <= 75 else o <= 5, lambda v: num(v))
+    sfs = g(R or P, "steady", "flow_seconds")
+    o, p = both(lambda r: g(r, "steady", "arm", "per_run"))
+    tgt(f"ARM+AAD requests ≤ 15 for a 10-minute run (steady runs last {sfs:g} s)" if sfs else "ARM+AAD requests ≤ 15 for a 10-minute run", o, p,
+        None if o is None or not sfs or not 540 <= sfs <= 660 else o <= 15, lambda v: num(v))
+    o, p = both(lambda r: g(r, "burst", "end_to_group_deleted_seconds", "max"))
+    tgt("container group deleted ≤ 5 s after the flow run ends (max)", o, p, None if o is None else o <= 5, lambda v: num(v, " s"))
+    o, p = both(lambda r: g(r, "steady", "window_429_per_second"))
+    m_runs = g(R or P, "steady", "runs")
+    tgt(f"{m_runs} concurrent runs: no sustained 429 (429/s in the window)", o, p, None if o is None else o < 0.1, lambda v: num(v, "", 3))
+    o, p = both(lambda r: g(r, "steady", "window_peak_rss_bytes"))
+    tgt(f"{m_runs} concurrent runs: ≤ 50 MiB RSS", o, p, None if o is None else o <= 50 * MIB, lambda v: num(mib(v), " MiB", 1))
+    o, p = both(lambda r: g(r, "burst", "worker_cpu_seconds_per_run"))
+    tgt("worker CPU per run ≤ 1/10 of Python's (burst)", o, p, None if o is None or p is None else o * 10 <= p, lambda v: num(v, " s", 4))
+    w("")
+    w("`—` as a verdict: the figure does not apply in this mode (e.g. quick mode's runs are not 1 or 10 minutes long) or is missing.")
+    w("")
+
     def row(label, key_fn, unit="", digits=2, target="", higher_is_better=False, show_ratio=True):
         vals = [key_fn(res.get(x)) for x in ("rust", "rust-polling", "python")]
         r = ratio(vals[2], vals[0], higher_is_better) if show_ratio else ""
@@ -139,6 +199,10 @@ def main():
     row("pickup p50", lambda r: g(b(r), "pickup_seconds", "p50"), " s", 2, "≤ 1 s")
     row("pickup p95", lambda r: g(b(r), "pickup_seconds", "p95"), " s", 2, "")
     row("pickup p99", lambda r: g(b(r), "pickup_seconds", "p99"), " s", 2, "≤ 2 s")
+    row("ours' own share: run due → taken on, p50 / p99 (≤ bucket bound, `/metrics`, burst and steady runs)",
+        lambda r: None if not r or not r.get("metrics_sample", "").startswith("#") else
+        f"≤ {histogram_quantile(r['metrics_sample'], 'prefect_aci_pickup_latency_seconds', 0.5)} / ≤ {histogram_quantile(r['metrics_sample'], 'prefect_aci_pickup_latency_seconds', 0.99)} s",
+        "", 2, "", show_ratio=False)
     row("server ingestion p50 / p99", lambda r: None if not b(r) else f"{g(b(r), 'server_create_request_seconds', 'p50'):.3f} / {g(b(r), 'server_create_request_seconds', 'p99'):.3f} s", "", 2, "", show_ratio=False)
     row("runs started per second", lambda r: g(b(r), "starts_per_second"), "", 2, "", higher_is_better=True)
     row("worker CPU per run", lambda r: g(b(r), "worker_cpu_seconds_per_run"), " s", 4, "≤ 1/10 of Python")
@@ -148,7 +212,7 @@ def main():
     row("429 responses", lambda r: g(b(r), "arm", "throttled_429"), "", 0, "")
     row("flow run end → group deleted p50", lambda r: g(b(r), "end_to_group_deleted_seconds", "p50"), " s", 2, "")
     row("flow run end → group deleted max", lambda r: g(b(r), "end_to_group_deleted_seconds", "max"), " s", 2, "≤ 5 s")
-    row("final states", lambda r: None if not b(r) else ", ".join(f"{k}: {v}" for k, v in sorted(g(b(r), "final_states").items(), key=str)), "", 0, "", show_ratio=False)
+    row("final states", lambda r: None if not g(b(r), "final_states") else ", ".join(f"{k}: {v}" for k, v in sorted(g(b(r), "final_states").items(), key=str)), "", 0, "", show_ratio=False)
     w("")
     w("ARM+AAD requests per run by operation (burst):")
     w("")
@@ -182,7 +246,8 @@ def main():
     row("worker CPU per run (whole life)", lambda r: g(s(r), "worker_cpu_seconds_per_run"), " s", 4, "≤ 1/10 of Python")
     row("ARM+AAD requests per run (whole life)", lambda r: g(s(r), "arm", "per_run"), "", 2, "≤ 15 for a 10-minute run" if sfs and 540 <= sfs <= 660 else "")
     row("all finished and cleaned up in time", lambda r: g(s(r), "completed_in_time"), "", 0, "", show_ratio=False)
-    row("final states", lambda r: None if not s(r) else ", ".join(f"{k}: {v}" for k, v in sorted(g(s(r), "final_states").items(), key=str)), "", 0, "", show_ratio=False)
+    row("final states", lambda r: None if not g(s(r), "final_states") else ", ".join(f"{k}: {v}" for k, v in sorted(g(s(r), "final_states").items(), key=str)), "", 0, "", show_ratio=False)
+    row("note", lambda r: g(s(r), "incomplete"), "", 0, "", show_ratio=False)
     w("")
     ops = sorted({op for x in res.values() for op in (g(x, "steady", "arm", "operations") or {})})
     if ops:

@@ -18,7 +18,7 @@ source "$(dirname "$0")/../scripts/lib.sh"
 cd "$REPO_ROOT"
 
 MODE=full
-WORKERS="rust rust-polling python"
+WORKERS="rust python rust-polling"
 DB=postgres
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -78,14 +78,15 @@ log "Prefect server at $API_URL on $DB ($MODE mode; workers: $WORKERS)"
 
 OUT="$REPO_ROOT/bench/out"
 mkdir -p "$OUT"
+for w in rust rust-polling python; do rm -rf "${OUT:?}/$w"; done
 for w in $WORKERS; do
   extra=()
   # Pickup before/after events: the polling-only variant runs the burst alone.
   [[ $w == rust-polling ]] && extra+=(--skip steady)
-  rm -rf "${OUT:?}/$w"
   log "benchmarking the $w worker"
   "$VENV3/bin/python" bench/bench.py --worker "$w" --api-url "$API_URL" --binary "$BIN" \
     --python-venv "$VENVPY" --out "$OUT/$w" --metrics-port "$(free_port)" "${ARGS[@]}" "${extra[@]}"
+  # Rewritten after each worker, so an interrupted run still leaves what it measured.
+  "$VENV3/bin/python" bench/report.py --out "$OUT" --mode "$MODE" --binary "$BIN" --python-venv "$VENVPY" --server-venv "$VENV3" --db "$DB" > bench/RESULTS.md
+  log "wrote bench/RESULTS.md"
 done
-"$VENV3/bin/python" bench/report.py --out "$OUT" --mode "$MODE" --binary "$BIN" --python-venv "$VENVPY" --server-venv "$VENV3" --db "$DB" > bench/RESULTS.md
-log "wrote bench/RESULTS.md"

@@ -16,8 +16,9 @@
 //! and the server pushes `{"type":"event","event":{...}}` frames. An event only *wakes* the
 //! loop — `Scheduled` triggers a poll now, a final or `Cancelling` state triggers the
 //! in-flight observation now — so the worker's decisions still come from the API exactly as
-//! when polling; events never carry authority. [`tokio::sync::Notify`] coalesces a burst of
-//! events into one wake-up while a poll is in flight.
+//! when polling; events never carry authority. A burst of events becomes at most one wake-up
+//! per [`MIN_GAP`] (the first at once): each poll then claims a batch instead of every event
+//! costing the server one more scheduled-runs query while it is busiest.
 //!
 //! **Fallback.** While the socket is down the interval timers alone drive the loop, as before;
 //! the task reconnects with backoff (1 s doubling to 30 s) and wakes a poll after each
@@ -39,6 +40,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::metrics;
+
+/// Shortest time between two wake-ups of the same kind.
+pub const MIN_GAP: Duration = Duration::from_millis(250);
 
 /// The event that means "a run of this pool can be picked up".
 pub const SCHEDULED: &str = "prefect.flow-run.Scheduled";
@@ -119,7 +123,24 @@ pub fn classify(frame: &str) -> Wake {
 pub fn start(api_url: &str, auth: Auth, pool_id: Uuid, shutdown: CancellationToken) -> Pickup {
     let pickup = Pickup::default();
     let url = websocket_url(api_url, "/events/out");
-    let wake = pickup.clone();
+    // Events land on `raw`; a pacer per kind forwards them to the loop at most every MIN_GAP.
+    let raw = Pickup::default();
+    for (from, to) in [
+        (raw.poll.clone(), pickup.poll.clone()),
+        (raw.observe.clone(), pickup.observe.clone()),
+    ] {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = from.notified() => to.notify_one(),
+                }
+                tokio::time::sleep(MIN_GAP).await;
+            }
+        });
+    }
+    let wake = raw;
     tokio::spawn(async move {
         let mut backoff = Duration::from_secs(1);
         loop {
