@@ -27,9 +27,8 @@ use std::time::{Duration, Instant};
 
 use arm_models::container_group::ContainerGroup;
 use azure_arm::{
-    ArmClient, ArmClientConfig, ArmError, AzureEnvironmentConfig, CachedCredential,
-    DefaultAzureCredential, DefaultCredentialOptions, DeleteOutcome, ExplicitClientSecret,
-    PollStatus, TokenCredential,
+    ArmClient, ArmClientConfig, ArmError, AzureEnvironmentConfig, DefaultAzureCredential,
+    DefaultCredentialOptions, DeleteOutcome, ExplicitClientSecret, PollStatus, TokenCredential,
 };
 use prefect_client::models::StateType;
 use serde_json::Value;
@@ -189,8 +188,8 @@ impl AciInfrastructure {
                 &self.options.credential_options,
             )
             .map_err(|e| InfraError::invalid(format!("Azure credentials: {}", error_chain(&e))))?;
-            let credential: Arc<dyn TokenCredential> =
-                Arc::new(CachedCredential::new(Arc::new(chain)));
+            // `ArmClient::new` caches tokens itself; the chain goes in as it is.
+            let credential: Arc<dyn TokenCredential> = Arc::new(chain);
             let cloud = &self.options.environment.cloud;
             let mut config = ArmClientConfig::new(cloud.resource_manager.clone(), credential);
             config.scope = cloud.token_scope.clone();
