@@ -326,36 +326,6 @@ async fn secrets_never_appear_in_arm_responses() {
     emu.shutdown().await;
 }
 
-/// A worker on its own runtime, so dropping the runtime kills it and every task it spawned
-/// at once, without any cleanup code running — as close to SIGKILL as a test process gets.
-struct Killable {
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Killable {
-    fn start(config: prefect_aci_worker::WorkerConfig, emu: &aci_emulator::Emulator) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let infra = prefect_aci_worker::aci::AciInfrastructure::new(options(emu)).unwrap();
-        runtime.spawn(prefect_aci_worker::run(
-            config,
-            infra,
-            tokio_util::sync::CancellationToken::new(),
-        ));
-        Killable {
-            runtime: Some(runtime),
-        }
-    }
-    fn kill(mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_s_run_is_adopted_and_finished_by_its_successor() {
     let url = api_url();

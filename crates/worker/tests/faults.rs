@@ -170,36 +170,6 @@ impl Scenario {
     }
 }
 
-/// A worker on its own runtime: dropping the runtime stops every task it spawned at its next
-/// await, with no cleanup code running — the in-process equivalent of SIGKILL.
-struct Killable {
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Killable {
-    fn start(config: prefect_aci_worker::WorkerConfig, emu: &Emulator) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let infra = prefect_aci_worker::aci::AciInfrastructure::new(options(emu)).unwrap();
-        runtime.spawn(prefect_aci_worker::run(
-            config,
-            infra,
-            tokio_util::sync::CancellationToken::new(),
-        ));
-        Killable {
-            runtime: Some(runtime),
-        }
-    }
-    fn kill(mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
 /// Where in a run's life a worker is killed.
 #[derive(Debug, Clone, Copy)]
 enum KillPoint {

@@ -131,3 +131,34 @@ impl Worker {
         self.task.await.expect("join").expect("worker ok");
     }
 }
+
+/// A worker on its own runtime: dropping the runtime stops every task it spawned at its next
+/// await, with no cleanup code running — the in-process equivalent of SIGKILL.
+pub struct Killable {
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Killable {
+    pub fn start(config: WorkerConfig, emu: &Emulator) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let infra = AciInfrastructure::new(options(emu)).unwrap();
+        runtime.spawn(prefect_aci_worker::run(
+            config,
+            infra,
+            CancellationToken::new(),
+        ));
+        Killable {
+            runtime: Some(runtime),
+        }
+    }
+
+    pub fn kill(mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
