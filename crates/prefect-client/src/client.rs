@@ -811,24 +811,21 @@ impl PrefectClient {
             encode_segment(slug),
             encode_segment(name)
         );
-        let q = [("include_secrets", "true".to_string())];
-        let req = Request {
-            method: Method::GET,
-            path: &path,
-            query: &q,
-            body: None,
-        };
-        let doc: Option<Value> = optional(self.json(req).await)?;
-        Ok(doc.map(|d| d.get("data").cloned().unwrap_or(Value::Null)))
+        self.block_document_data(&path).await
     }
 
     /// `GET /block_documents/{id}?include_secrets=true` → `data`.
     pub async fn read_block_document_data(&self, id: &str) -> Result<Option<Value>, ApiError> {
-        let path = format!("/block_documents/{}", encode_segment(id));
+        self.block_document_data(&format!("/block_documents/{}", encode_segment(id)))
+            .await
+    }
+
+    /// A block document's `data`, secrets included (templates need the real values).
+    async fn block_document_data(&self, path: &str) -> Result<Option<Value>, ApiError> {
         let q = [("include_secrets", "true".to_string())];
         let req = Request {
             method: Method::GET,
-            path: &path,
+            path,
             query: &q,
             body: None,
         };
