@@ -481,11 +481,12 @@ async fn recover<I: Infrastructure>(shared: &Arc<Shared<I>>, tracker: &TaskTrack
             vec![]
         }
     };
-    match orphaned_runs(shared).await {
+    let cell = Peers::new();
+    match orphaned_runs(shared, &cell).await {
         Ok(more) => ids.extend(more),
         Err(e) => tracing::warn!(error = %e, "cannot look for orphaned flow runs; will retry"),
     }
-    if let Err(e) = release_stale_claims(shared).await {
+    if let Err(e) = release_stale_claims(shared, &cell).await {
         tracing::warn!(error = %e, "cannot look for stale claimed flow runs; will retry");
     }
     ids.sort();
@@ -495,8 +496,8 @@ async fn recover<I: Infrastructure>(shared: &Arc<Shared<I>>, tracker: &TaskTrack
     let online = if ids.is_empty() {
         Vec::new()
     } else {
-        match online_workers(shared).await {
-            Ok(o) => o,
+        match peers(shared, &cell).await {
+            Ok(p) => online_names(p),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list the pool's workers; recovery postponed");
                 return;
@@ -602,7 +603,10 @@ async fn places<I: Infrastructure>(shared: &Arc<Shared<I>>) -> Vec<(String, Stri
 ///
 /// A run whose claim carries the name of a worker that is still online is left alone, and so
 /// is any run this worker is handling itself.
-async fn release_stale_claims<I: Infrastructure>(shared: &Arc<Shared<I>>) -> Result<(), ApiError> {
+async fn release_stale_claims<I: Infrastructure>(
+    shared: &Arc<Shared<I>>,
+    cell: &Peers,
+) -> Result<(), ApiError> {
     let stale_after = (shared.config.heartbeat_interval * 10).max(Duration::from_secs(60));
     let cutoff = Utc::now() - chrono::Duration::from_std(stale_after).unwrap_or_default();
     let runs = shared
@@ -633,7 +637,7 @@ async fn release_stale_claims<I: Infrastructure>(shared: &Arc<Shared<I>>) -> Res
     if stale.is_empty() {
         return Ok(());
     }
-    let online = online_workers(shared).await?;
+    let online = online_names(peers(shared, cell).await?);
     for fr in stale {
         let owner = fr
             .labels
@@ -656,35 +660,52 @@ async fn release_stale_claims<I: Infrastructure>(shared: &Arc<Shared<I>>) -> Res
     Ok(())
 }
 
-/// Names of the pool's workers Prefect currently considers online.
-async fn online_workers<I: Infrastructure>(
+/// The pool's workers and their status (`ONLINE` / `OFFLINE`), read at most once per
+/// recovery pass and only when a step needs them.
+type Peers = tokio::sync::OnceCell<HashMap<String, String>>;
+
+async fn peers<'p, I: Infrastructure>(
     shared: &Arc<Shared<I>>,
-) -> Result<Vec<String>, ApiError> {
-    let workers = shared
-        .client
-        .raw_json(
-            reqwest::Method::POST,
-            &format!(
-                "/work_pools/{}/workers/filter",
-                prefect_client::client::encode_segment(&shared.pool_name())
-            ),
-            Some(&json!({})),
-        )
-        .await?;
-    Ok(workers
-        .as_array()
-        .map(|ws| {
-            ws.iter()
-                .filter(|w| w["status"] == "ONLINE")
-                .filter_map(|w| w["name"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default())
+    cell: &'p Peers,
+) -> Result<&'p HashMap<String, String>, ApiError> {
+    cell.get_or_try_init(|| async {
+        let workers = shared
+            .client
+            .raw_json(
+                reqwest::Method::POST,
+                &format!(
+                    "/work_pools/{}/workers/filter",
+                    prefect_client::client::encode_segment(&shared.pool_name())
+                ),
+                Some(&json!({})),
+            )
+            .await?;
+        let mut status = HashMap::new();
+        for w in workers.as_array().into_iter().flatten() {
+            if let (Some(n), Some(st)) = (w["name"].as_str(), w["status"].as_str()) {
+                status.insert(n.to_string(), st.to_string());
+            }
+        }
+        Ok(status)
+    })
+    .await
+}
+
+/// Names of the workers in `statuses` that Prefect considers online.
+fn online_names(statuses: &HashMap<String, String>) -> Vec<String> {
+    statuses
+        .iter()
+        .filter(|(_, st)| *st == "ONLINE")
+        .map(|(n, _)| n.clone())
+        .collect()
 }
 
 /// Runs of this pool that were launched (they have an `infrastructure_pid`) by a worker that
 /// is no longer online.
-async fn orphaned_runs<I: Infrastructure>(shared: &Arc<Shared<I>>) -> Result<Vec<Uuid>, ApiError> {
+async fn orphaned_runs<I: Infrastructure>(
+    shared: &Arc<Shared<I>>,
+    cell: &Peers,
+) -> Result<Vec<Uuid>, ApiError> {
     let pool = shared.pool_name();
     let runs = shared
         .client
@@ -697,26 +718,10 @@ async fn orphaned_runs<I: Infrastructure>(shared: &Arc<Shared<I>>) -> Result<Vec
     if runs.is_empty() {
         return Ok(vec![]);
     }
-    let workers = shared
-        .client
-        .raw_json(
-            reqwest::Method::POST,
-            &format!(
-                "/work_pools/{}/workers/filter",
-                prefect_client::client::encode_segment(&pool)
-            ),
-            Some(&json!({})),
-        )
-        .await?;
     // A worker counts as gone when the server lists it OFFLINE (no heartbeat for three
     // intervals). One the server does not list yet may have just started and not
     // heartbeated: its runs are left alone until they are older than three intervals.
-    let mut status: HashMap<String, String> = HashMap::new();
-    for w in workers.as_array().into_iter().flatten() {
-        if let (Some(n), Some(st)) = (w["name"].as_str(), w["status"].as_str()) {
-            status.insert(n.to_string(), st.to_string());
-        }
-    }
+    let status = peers(shared, cell).await?;
     let others_online = status
         .iter()
         .any(|(n, st)| st == "ONLINE" && *n != shared.config.name);
