@@ -369,7 +369,7 @@ async fn runs_complete_through_an_arm_429_storm() {
         },
         writes: aci_emulator::config::Bucket {
             burst: 2,
-            per_second: 1.0,
+            per_second: 0.5,
         },
         deletes: aci_emulator::config::Bucket {
             burst: 2,
@@ -379,16 +379,22 @@ async fn runs_complete_through_an_arm_429_storm() {
     emu.set_faults(faults);
     let pool = unique("aci-pool");
     let api = Api::new(&url);
-    let w = start_worker(worker_config(&url, &pool), &emu);
+    // A first worker only creates the pool. The runs are created while no worker is
+    // running, so the next worker's first poll takes all four at once and launches them
+    // together: a burst that must exceed the write bucket however slowly the server
+    // answers (runs created one by one and picked up one by one would not).
+    let creator = start_worker(worker_config(&url, &pool), &emu);
     wait_for(Duration::from_secs(20), "the pool", || async {
         api.0.read_work_pool(&pool).await.ok().flatten()
     })
     .await;
+    creator.stop().await;
     let dep = deployment(&api, &pool, "flows.py:hello", base_vars(&emu)).await;
     let mut runs = Vec::new();
     for _ in 0..4 {
         runs.push(api.create_flow_run(dep, json!({})).await);
     }
+    let w = start_worker(worker_config(&url, &pool), &emu);
     for run in &runs {
         let fr = final_state(&api, *run, Duration::from_secs(240)).await;
         assert_eq!(fr["state"]["type"], "COMPLETED", "{fr}");
