@@ -100,6 +100,9 @@ pub struct State {
     /// Kept verbatim: copied into Cancelled states proposed by the worker.
     #[serde(default)]
     pub state_details: Map<String, Value>,
+    /// The result reference of a final state, kept so the state can be re-proposed intact.
+    #[serde(default)]
+    pub data: Option<Value>,
 }
 
 /// A state the worker proposes through `set_state`.
@@ -110,6 +113,8 @@ pub struct StateCreate {
     pub name: String,
     pub message: Option<String>,
     pub state_details: Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
 }
 
 impl StateCreate {
@@ -126,6 +131,29 @@ impl StateCreate {
             name: name.to_string(),
             message: None,
             state_details: details,
+            data: None,
+        }
+    }
+
+    /// A copy of `state` to propose again (same type, name, message, details and result).
+    pub fn copy_of(state: &State) -> Self {
+        let mut details = state.state_details.clone();
+        details.insert(
+            "transition_id".into(),
+            Value::String(Uuid::new_v4().to_string()),
+        );
+        StateCreate {
+            state_type: state.state_type.clone(),
+            name: state.name.clone().unwrap_or_else(|| {
+                // Prefect's default names are the type in title case ("Crashed").
+                let mut t = state.state_type.as_str().chars();
+                t.next()
+                    .map(|f| f.to_string() + &t.as_str().to_lowercase())
+                    .unwrap_or_default()
+            }),
+            message: state.message.clone(),
+            state_details: details,
+            data: state.data.clone(),
         }
     }
 

@@ -13,9 +13,11 @@
 //! retried step, or a restarted worker, cannot create a second container group.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use prefect_client::models::{Deployment, Flow, FlowRun, SetStateStatus, StateCreate, StateType};
+use prefect_client::models::{
+    Deployment, Flow, FlowRun, SetStateStatus, State, StateCreate, StateType,
+};
 use prefect_client::{ApiError, PrefectClient};
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
@@ -193,8 +195,8 @@ struct RunState<I: Infrastructure> {
     attempts: u32,
     /// Read while claiming; reused to build the configuration.
     deployment: Option<Deployment>,
-    /// Our accepted Pending state and when we got it (see [`won_claim`]).
-    claim: Option<(Option<Uuid>, Instant)>,
+    /// The id of our accepted Pending state, until [`won_claim`] has settled a tie.
+    claim: Option<Uuid>,
     /// Adopted from a dead worker and not yet seen on its infrastructure.
     adopted: bool,
 }
@@ -245,7 +247,7 @@ async fn step<I: Infrastructure>(
                 SetStateStatus::Accept
                     if resp.state.as_ref().map(|s| &s.state_type) == Some(&StateType::Pending) =>
                 {
-                    run.claim = Some((resp.state.as_ref().and_then(|st| st.id), Instant::now()));
+                    run.claim = resp.state.as_ref().and_then(|st| st.id);
                     Ok(Phase::Configure)
                 }
                 SetStateStatus::Wait => {
@@ -284,6 +286,14 @@ async fn step<I: Infrastructure>(
             other => Ok(other),
         },
         Phase::Submit(sub) => {
+            // Settle a tied claim before writing anything that names us: the labels mark
+            // the run's owner, and recovery adopts runs labelled with its own name.
+            if let Some(ours) = run.claim.take() {
+                if !won_claim(client, id, ours).await {
+                    tracing::info!("another worker claimed flow run '{id}' at the same time; leaving it to them");
+                    return Ok(Phase::Done);
+                }
+            }
             let server = &shared.server;
             if server.supports_labels() {
                 let mut labels = Map::new();
@@ -327,12 +337,6 @@ async fn step<I: Infrastructure>(
             }
             if run.control.cancel.is_cancelled() {
                 return Ok(Phase::Cancel(sub));
-            }
-            if let Some((Some(ours), at)) = run.claim.take() {
-                if !won_claim(client, id, ours, at).await {
-                    tracing::info!("another worker claimed flow run '{id}' at the same time; leaving it to them");
-                    return Ok(Phase::Done);
-                }
             }
             // The identifier is deterministic, so it is reported before the infrastructure
             // exists: a cancellation or a restarted worker can find a launch in progress.
@@ -555,20 +559,24 @@ async fn configure<I: Infrastructure>(run: &mut RunState<I>) -> StepResult<I::Jo
     })))
 }
 
-/// Whether our Pending is the run's first accepted Pending.
+/// Whether our accepted Pending is the claim that counts.
 ///
-/// Prefect servers on SQLite can accept two concurrent Pending proposals for one run: both
-/// transactions read `Scheduled` before either commits. Every claimant reads the run's state
-/// history once the commits have landed and agrees on one owner — the earliest accepted
-/// `Pending` — so exactly one worker launches. (The deterministic container group name keeps
-/// even a lost tie from creating a second container.) Read errors fall back to proceeding:
-/// an unreachable API must not strand a claimed run.
-async fn won_claim(client: &PrefectClient, id: Uuid, ours: Uuid, claimed_at: Instant) -> bool {
-    const SETTLE: Duration = Duration::from_millis(400);
-    let waited = claimed_at.elapsed();
-    if waited < SETTLE {
-        tokio::time::sleep(SETTLE - waited).await;
-    }
+/// Prefect servers on SQLite can accept two concurrent Pending proposals for one run (both
+/// orchestrations read `Scheduled`). Timestamps cannot break the tie: a state's timestamp is
+/// taken when its request arrives, and a slow commit can carry the earlier timestamp. What
+/// every claimant *can* see is commit order at the run's head: each commit makes its state
+/// the run's current one. So, reading the history first and the run second:
+///
+/// - no rival Pending since the last `Scheduled`: ours is the only claim — proceed;
+/// - the run's current state is ours: a rival committed before us — we lost;
+/// - the current state is a rival's `Pending`: it committed after us — we won;
+/// - anything else: a rival has already moved the run on — we lost.
+///
+/// For two claimants both sides agree whatever the timing, so no settle delay is needed.
+/// (Three simultaneous accepts could still agree on two winners; the deterministic container
+/// group name keeps even that to one container.) Read errors fall back to proceeding: an
+/// unreachable API must not strand a claimed run.
+async fn won_claim(client: &PrefectClient, id: Uuid, ours: Uuid) -> bool {
     let states = match client.read_flow_run_states(id).await {
         Ok(s) => s,
         Err(e) => {
@@ -576,6 +584,23 @@ async fn won_claim(client: &PrefectClient, id: Uuid, ours: Uuid, claimed_at: Ins
             return true;
         }
     };
+    let rivals = rival_claims(&states, ours);
+    if rivals.is_empty() {
+        return true;
+    }
+    let current = match client.read_flow_run(id).await {
+        Ok(fr) => fr.and_then(|fr| fr.state).and_then(|s| s.id),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the run; assuming the claim is ours");
+            return true;
+        }
+    };
+    current.is_some_and(|c| rivals.contains(&c))
+}
+
+/// The ids of other accepted `Pending` claims of this scheduling of the run (see
+/// [`won_claim`]). Empty when ours is not in `states` (nothing to compare against).
+fn rival_claims(states: &[State], ours: Uuid) -> Vec<Uuid> {
     // Only the claims of this scheduling count: a run released back to Scheduled (its first
     // claimer died) has older Pendings that belong to nobody now.
     let Some(our_time) = states
@@ -583,7 +608,7 @@ async fn won_claim(client: &PrefectClient, id: Uuid, ours: Uuid, claimed_at: Ins
         .find(|s| s.id == Some(ours))
         .and_then(|s| s.timestamp)
     else {
-        return true;
+        return vec![];
     };
     let scheduled_at = states
         .iter()
@@ -591,18 +616,16 @@ async fn won_claim(client: &PrefectClient, id: Uuid, ours: Uuid, claimed_at: Ins
         .filter_map(|s| s.timestamp)
         .filter(|t| *t <= our_time)
         .max();
-    let first = states
+    states
         .iter()
         .filter(|s| s.state_type == StateType::Pending && s.name.as_deref() == Some("Pending"))
         .filter(|s| match (s.timestamp, scheduled_at) {
             (Some(t), Some(sched)) => t >= sched,
             _ => true,
         })
-        .min_by_key(|s| s.timestamp);
-    match first.and_then(|s| s.id) {
-        Some(first) => first == ours,
-        None => true,
-    }
+        .filter_map(|s| s.id)
+        .filter(|s| *s != ours)
+        .collect()
 }
 
 /// The one place that decides what a failed step means for the run.
@@ -731,4 +754,55 @@ pub async fn set_cancelled(
     }
     client.set_flow_run_state(id, &s, true).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, Utc};
+
+    fn state(t: StateType, name: &str, secs: i64) -> State {
+        State {
+            id: Some(Uuid::now_v7()),
+            state_type: t,
+            name: Some(name.into()),
+            timestamp: DateTime::<Utc>::from_timestamp(1_800_000_000 + secs, 0),
+            message: None,
+            state_details: Map::new(),
+            data: None,
+        }
+    }
+
+    #[test]
+    fn rivals_are_other_pending_claims_of_the_same_scheduling() {
+        let sched = state(StateType::Scheduled, "Scheduled", 0);
+        // The rival's request arrived first but may have committed last: it still counts.
+        let rival = state(StateType::Pending, "Pending", 1);
+        let ours = state(StateType::Pending, "Pending", 2);
+        let submitting = state(StateType::Pending, "Submitting", 3);
+        let states = vec![sched, rival.clone(), ours.clone(), submitting];
+        assert_eq!(
+            rival_claims(&states, ours.id.unwrap()),
+            vec![rival.id.unwrap()]
+        );
+        assert_eq!(
+            rival_claims(&states, rival.id.unwrap()),
+            vec![ours.id.unwrap()]
+        );
+    }
+
+    #[test]
+    fn claims_before_a_reschedule_and_unknown_ids_do_not_count() {
+        let old = state(StateType::Pending, "Pending", 1);
+        let resched = state(StateType::Scheduled, "Scheduled", 5);
+        let ours = state(StateType::Pending, "Pending", 6);
+        let states = vec![
+            state(StateType::Scheduled, "Scheduled", 0),
+            old,
+            resched,
+            ours.clone(),
+        ];
+        assert!(rival_claims(&states, ours.id.unwrap()).is_empty());
+        assert!(rival_claims(&states, Uuid::now_v7()).is_empty());
+    }
 }

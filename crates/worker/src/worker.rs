@@ -522,11 +522,57 @@ async fn recover<I: Infrastructure>(shared: &Arc<Shared<I>>, tracker: &TaskTrack
                 if !fr.current_state_type().is_some_and(StateType::is_final)
                     && !owned_by_live_peer(&fr, &shared.config.name, &online, others_online) =>
             {
+                if restored_final_state(shared, &fr).await {
+                    continue;
+                }
                 tracing::info!(flow_run.id = %id, "adopting a flow run whose worker is gone");
                 submit(shared, tracker, fr, Phase::Adopt, None);
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot read flow run {id} for adoption"),
+        }
+    }
+}
+
+/// Repairs a run whose current state is an older, stale commit: on SQLite a losing claim's
+/// `Pending` can commit after the winner has already finished the run, leaving the run
+/// pointing at that `Pending` while its history ends in a final state. Adopting such a run
+/// would watch (or even relaunch) a finished run, so the final state is proposed again
+/// instead. Final states never move on, so re-proposing one cannot undo newer progress.
+/// Returns whether the run was repaired.
+async fn restored_final_state<I: Infrastructure>(shared: &Arc<Shared<I>>, fr: &FlowRun) -> bool {
+    let Some(current) = fr.state.as_ref() else {
+        return false;
+    };
+    let states = match shared.client.read_flow_run_states(fr.id).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the state history of flow run {}", fr.id);
+            return false;
+        }
+    };
+    let Some(last) = states.iter().max_by_key(|s| s.timestamp) else {
+        return false;
+    };
+    let stale =
+        last.state_type.is_final() && last.id != current.id && last.timestamp > current.timestamp;
+    if !stale {
+        return false;
+    }
+    let copy = StateCreate::copy_of(last);
+    match shared.client.set_flow_run_state(fr.id, &copy, true).await {
+        Ok(_) => {
+            tracing::info!(
+                flow_run.id = %fr.id,
+                "flow run pointed at a stale {} state after finishing; restored its {} state",
+                current.state_type,
+                last.state_type
+            );
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not restore the final state of flow run {}", fr.id);
+            true
         }
     }
 }

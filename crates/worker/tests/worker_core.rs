@@ -144,6 +144,7 @@ struct Running {
 }
 
 fn start(c: WorkerConfig, infra: FakeInfra) -> Running {
+    init_test_logs();
     let token = CancellationToken::new();
     let task = tokio::spawn(prefect_aci_worker::run(c, infra, token.clone()));
     Running { token, task }

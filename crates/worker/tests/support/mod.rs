@@ -13,6 +13,20 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+/// With `RUST_LOG` set, the workers' tracing goes to the test's captured output (shown for
+/// failing tests), which is what one needs to debug a flaky integration test.
+pub fn init_test_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("RUST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
 /// The Prefect 3 server `make test` started.
 pub fn api_url() -> String {
     env_or_explain("PREFECT_ACI_TEST_API_URL")
