@@ -19,6 +19,7 @@ use prefect_client::models::{Deployment, Flow, FlowRun, StateType, WorkPool};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::logs::RunLogger;
 
@@ -34,6 +35,32 @@ pub struct JobContext {
     pub configuration: Map<String, Value>,
     /// Logs for this run, shipped to Prefect with its `flow_run_id`.
     pub logger: RunLogger,
+}
+
+/// The names and ids a run's worker events relate to, kept after its [`JobContext`] is gone.
+#[derive(Debug, Clone)]
+pub struct RunRefs {
+    pub flow_run_id: Uuid,
+    pub flow_run_name: String,
+    pub tags: Vec<String>,
+    pub flow_id: Uuid,
+    pub flow_name: String,
+    /// `(id, name)`.
+    pub deployment: Option<(Uuid, String)>,
+}
+
+impl RunRefs {
+    /// The references of `ctx`.
+    pub fn of(ctx: &JobContext) -> Self {
+        RunRefs {
+            flow_run_id: ctx.flow_run.id,
+            flow_run_name: ctx.flow_run.name.clone(),
+            tags: ctx.flow_run.tags.clone(),
+            flow_id: ctx.flow.id,
+            flow_name: ctx.flow.name.clone(),
+            deployment: ctx.deployment.as_ref().map(|d| (d.id, d.name.clone())),
+        }
+    }
 }
 
 /// How an error should be handled.

@@ -26,5 +26,5 @@ pub mod template;
 pub mod worker;
 
 pub use config::WorkerConfig;
-pub use infrastructure::{ExitInfo, InfraError, Infrastructure, JobContext};
+pub use infrastructure::{ExitInfo, InfraError, Infrastructure, JobContext, RunRefs};
 pub use worker::{run, WorkerError};

@@ -26,7 +26,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::infrastructure::{
-    ExitInfo, InfraError, InfraErrorKind, Infrastructure, JobContext, RunSignals,
+    ExitInfo, InfraError, InfraErrorKind, Infrastructure, JobContext, RunRefs, RunSignals,
 };
 use crate::logs::RunLogger;
 use crate::prepare::{build_job_configuration, PrepareInput};
@@ -80,10 +80,14 @@ impl<J> Phase<J> {
 }
 
 /// A run that has a validated job.
+///
+/// It lives as long as the run is watched, so it keeps only what watching and the worker
+/// events need: the rendered configuration, the pool and the deployment are dropped once
+/// the backend has built its job from them.
 pub struct Submission<J> {
     pub job: J,
     pub identifier: String,
-    pub ctx: JobContext,
+    pub refs: RunRefs,
     pub submitted_event: Uuid,
 }
 
@@ -324,7 +328,7 @@ async fn step<I: Infrastructure>(
             }
             shared.emit_run_event(
                 "prefect.worker.submitted-flow-run",
-                &sub.ctx,
+                &sub.refs,
                 Some(sub.submitted_event),
                 None,
                 None,
@@ -400,7 +404,7 @@ async fn step<I: Infrastructure>(
         Phase::Finish(sub, exit) => {
             shared.emit_run_event(
                 "prefect.worker.executed-flow-run",
-                &sub.ctx,
+                &sub.refs,
                 None,
                 Some(sub.submitted_event),
                 Some((&sub.identifier, exit.status_code)),
@@ -505,7 +509,8 @@ async fn configure<I: Infrastructure>(run: &mut RunState<I>) -> StepResult<I::Jo
                 .map_err(fail(Phase::Configure))?;
         }
     }
-    let deployment: Option<Deployment> = run.deployment.clone();
+    // Taken, not cloned: a run keeps no copy of its deployment once it is configured.
+    let deployment: Option<Deployment> = run.deployment.take();
     let flow: Flow = client
         .read_flow(fr.flow_id)
         .await
@@ -554,7 +559,7 @@ async fn configure<I: Infrastructure>(run: &mut RunState<I>) -> StepResult<I::Jo
     Ok(Phase::Submit(Arc::new(Submission {
         job,
         identifier,
-        ctx,
+        refs: RunRefs::of(&ctx),
         submitted_event: Uuid::now_v7(),
     })))
 }

@@ -33,7 +33,7 @@ use uuid::Uuid;
 
 use crate::config::WorkerConfig;
 use crate::health::{self, Health};
-use crate::infrastructure::{Infrastructure, JobContext, RecoveryContext};
+use crate::infrastructure::{Infrastructure, RecoveryContext, RunRefs};
 use crate::logs::LogShipper;
 use crate::run::{drive, Phase, RunControl};
 use crate::template;
@@ -120,28 +120,28 @@ impl<I: Infrastructure> Shared<I> {
     pub fn emit_run_event(
         &self,
         event: &str,
-        ctx: &JobContext,
+        refs: &RunRefs,
         id: Option<Uuid>,
         follows: Option<Uuid>,
         infrastructure: Option<(&str, i64)>,
     ) {
         let mut rel = Vec::new();
-        if let Some(d) = &ctx.deployment {
+        if let Some((id, name)) = &refs.deployment {
             rel.push(related(
-                &format!("prefect.deployment.{}", d.id),
+                &format!("prefect.deployment.{id}"),
                 "deployment",
-                Some(&d.name),
+                Some(name),
             ));
         }
         rel.push(related(
-            &format!("prefect.flow.{}", ctx.flow.id),
+            &format!("prefect.flow.{}", refs.flow_id),
             "flow",
-            Some(&ctx.flow.name),
+            Some(&refs.flow_name),
         ));
         let mut fr = related(
-            &format!("prefect.flow-run.{}", ctx.flow_run.id),
+            &format!("prefect.flow-run.{}", refs.flow_run_id),
             "flow-run",
-            Some(&ctx.flow_run.name),
+            Some(&refs.flow_run_name),
         );
         if let Some((ident, code)) = infrastructure {
             fr.insert("prefect.infrastructure.identifier".into(), ident.into());
@@ -151,7 +151,7 @@ impl<I: Infrastructure> Shared<I> {
             );
         }
         rel.push(fr);
-        for tag in &ctx.flow_run.tags {
+        for tag in &refs.tags {
             rel.push(related(&format!("prefect.tag.{tag}"), "tag", None));
         }
         rel.push(self.pool_related());

@@ -855,6 +855,8 @@ impl OwnServer {
     }
 
     async fn healthy(&self) {
+        // This may be the test's first HTTPS-capable client (the test run alone).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let url = format!("{}/health", self.url());
         wait_for(
             Duration::from_secs(180),
@@ -921,11 +923,14 @@ async fn prefect_server_outage() {
     .await;
     let w = start_worker(s.config(), &s.emu);
     s.wait_pool().await;
-    let dep = s.deployment("flows.py:sleepy", s.vars()).await;
+    // The long run's flow ends when the test says so (a file appears), after the server is
+    // back: its engine must not have to reach a server that is still starting.
+    let release = dir.join("release-long-run");
+    let long_dep = s.deployment("flows.py:until_file", s.vars()).await;
     let long = s
         .run(
-            dep,
-            json!({"seconds": outage.as_secs() + 20}),
+            long_dep,
+            json!({"path": release.to_string_lossy()}),
             Expect::Completed,
         )
         .await;
@@ -933,11 +938,13 @@ async fn prefect_server_outage() {
         (s.state(long).await == "RUNNING").then_some(())
     })
     .await;
+    let dep = s.deployment("flows.py:sleepy", s.vars()).await;
     s.run(dep, json!({"seconds": 1}), Expect::Completed).await;
     server.stop();
     tokio::time::sleep(outage).await;
     let server = OwnServer::start_on(dir.clone(), port);
     server.healthy().await;
+    std::fs::write(&release, b"").expect("release the long run");
     s.finish(Duration::from_secs(if soak() { 400 } else { 240 }))
         .await;
     w.stop().await;

@@ -28,3 +28,12 @@ def hard_exit():
 def sleepy(seconds: int = 300):
     get_run_logger().info("sleeping")
     time.sleep(seconds)
+
+
+@flow
+def until_file(path: str, timeout: int = 600):
+    # Runs until the test creates `path`: a flow whose end the test controls, not a clock.
+    get_run_logger().info("waiting for %s", path)
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.2)
