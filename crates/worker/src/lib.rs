@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod pickup;
 pub mod prepare;
 pub mod run;
+pub mod single_flight;
 pub mod template;
 pub mod worker;
 

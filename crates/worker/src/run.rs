@@ -229,7 +229,7 @@ async fn step<I: Infrastructure>(
             // Prefect reads the deployment before claiming: a run whose deployment is gone is
             // cancelled (the server would ABORT its Pending anyway).
             if let Some(dep_id) = run.flow_run.deployment_id {
-                match client.read_deployment(dep_id).await {
+                match shared.read_deployment(dep_id).await {
                     Ok(Some(d)) => run.deployment = Some(d),
                     Ok(None) => {
                         let msg = format!("Deployment {dep_id} no longer exists, cancelled run.");
@@ -298,8 +298,13 @@ async fn step<I: Infrastructure>(
                     return Ok(Phase::Done);
                 }
             }
+            // Labels and the sub-state are independent writes: sent together, they cost
+            // one round trip to a server that may be busy with a burst, not two.
             let server = &shared.server;
-            if server.supports_labels() {
+            let labels = async {
+                if !server.supports_labels() {
+                    return;
+                }
                 let mut labels = Map::new();
                 labels.insert("prefect.worker.name".into(), json!(shared.config.name));
                 labels.insert(
@@ -312,19 +317,27 @@ async fn step<I: Infrastructure>(
                     json!(shared.pool_id().to_string()),
                 );
                 if let Err(e) = client.update_flow_run_labels(id, &labels).await {
-                    // Labels are attribution only; never fail a run over them.
+                    // Attribution, and a hint for recovery (which also needs the
+                    // infrastructure pid): never fail a run over them.
                     tracing::debug!(error = %e, "could not set flow run labels");
                 }
-            }
-            if server.supports_submitting() {
+            };
+            let submitting = async {
+                if !server.supports_submitting() {
+                    return Ok(());
+                }
                 let s = StateCreate::new(StateType::Pending, "Submitting", id);
                 match client.set_flow_run_state(id, &s, false).await {
                     Ok(r) if r.status == SetStateStatus::Accept => {}
                     Ok(r) => {
                         tracing::debug!(status = ?r.status, "Submitting sub-state not accepted")
                     }
-                    Err(e) => return Err((e.into(), Phase::Submit(sub))),
+                    Err(e) => return Err(e),
                 }
+                Ok(())
+            };
+            if let ((), Err(e)) = tokio::join!(labels, submitting) {
+                return Err((e.into(), Phase::Submit(sub)));
             }
             shared.emit_run_event(
                 "prefect.worker.submitted-flow-run",
@@ -503,7 +516,7 @@ async fn configure<I: Infrastructure>(run: &mut RunState<I>) -> StepResult<I::Jo
     let fr = run.flow_run.clone();
     if run.deployment.is_none() {
         if let Some(dep_id) = fr.deployment_id {
-            run.deployment = client
+            run.deployment = shared
                 .read_deployment(dep_id)
                 .await
                 .map_err(fail(Phase::Configure))?;
@@ -511,7 +524,7 @@ async fn configure<I: Infrastructure>(run: &mut RunState<I>) -> StepResult<I::Jo
     }
     // Taken, not cloned: a run keeps no copy of its deployment once it is configured.
     let deployment: Option<Deployment> = run.deployment.take();
-    let flow: Flow = client
+    let flow: Flow = shared
         .read_flow(fr.flow_id)
         .await
         .map_err(fail(Phase::Configure))?;

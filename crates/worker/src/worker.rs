@@ -23,7 +23,9 @@ use std::time::Duration;
 use chrono::Utc;
 use prefect_client::client::ClientConfig;
 use prefect_client::events::EventEmitter;
-use prefect_client::models::{Event, FlowRun, StateCreate, StateType, WorkPool};
+use prefect_client::models::{
+    Deployment, Event, Flow, FlowRun, StateCreate, StateType, WorkPool, WorkerFlowRunResponse,
+};
 use prefect_client::{ApiError, PrefectClient, ServerVersion};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
@@ -36,6 +38,7 @@ use crate::health::{self, Health};
 use crate::infrastructure::{Infrastructure, RecoveryContext, RunRefs};
 use crate::logs::LogShipper;
 use crate::run::{drive, Phase, RunControl};
+use crate::single_flight::SingleFlight;
 use crate::template;
 
 /// Errors that stop the worker.
@@ -70,6 +73,23 @@ pub struct Shared<I: Infrastructure> {
     in_flight: Mutex<HashMap<Uuid, RunControl>>,
     /// The worker's id on Prefect Cloud (from the first heartbeat), passed to flow runs.
     pub worker_id: std::sync::OnceLock<Uuid>,
+    /// Deployment and flow reads shared by runs asking at the same moment (a burst).
+    pub deployments: SingleFlight<Option<Deployment>>,
+    pub flows: SingleFlight<Flow>,
+}
+
+impl<I: Infrastructure> Shared<I> {
+    /// `GET /deployments/{id}`, shared with concurrent readers of the same deployment.
+    pub async fn read_deployment(&self, id: Uuid) -> Result<Option<Deployment>, ApiError> {
+        self.deployments
+            .get(id, || self.client.read_deployment(id))
+            .await
+    }
+
+    /// `GET /flows/{id}`, shared with concurrent readers of the same flow.
+    pub async fn read_flow(&self, id: Uuid) -> Result<Flow, ApiError> {
+        self.flows.get(id, || self.client.read_flow(id)).await
+    }
 }
 
 impl<I: Infrastructure> Shared<I> {
@@ -211,10 +231,17 @@ pub async fn run<I: Infrastructure>(
     client_config.auth = config.auth.clone();
     client_config.worker_name = Some(config.name.clone());
     let client = PrefectClient::new(client_config)?;
-    let server = client.server_version().await?;
+    // The server's version, the pool and the first poll are independent reads: made together,
+    // runs already waiting when the worker starts are taken one round trip after launch. (A
+    // poll of a pool that does not exist yet just fails; the loop polls again once it does.)
+    let (server, pool, first_poll) = tokio::join!(
+        client.server_version(),
+        sync_pool(&client, &config),
+        fetch_scheduled(&client, &config)
+    );
+    let server = server?;
     tracing::info!(server = %server.raw, pool = %config.pool, worker = %config.name, "worker starting");
-
-    let pool = sync_pool(&client, &config).await?;
+    let pool = pool?;
     if pool.pool_type != template::POOL_TYPE {
         tracing::warn!(
             "work pool {:?} has type {:?}, not {:?}; runs will still be executed on ACI",
@@ -244,6 +271,8 @@ pub async fn run<I: Infrastructure>(
         pool: RwLock::new(pool),
         in_flight: Mutex::new(HashMap::new()),
         worker_id: std::sync::OnceLock::new(),
+        deployments: SingleFlight::default(),
+        flows: SingleFlight::default(),
         config,
     });
     let started_id = Uuid::now_v7();
@@ -282,6 +311,17 @@ pub async fn run<I: Infrastructure>(
     }
     heartbeat_tick.reset();
     recover_tick.reset();
+    match first_poll {
+        Ok(runs) => {
+            take_scheduled(&shared, &tracker, slots.as_ref(), runs);
+            health_state.polled();
+            crate::metrics::global().polled();
+            if !shared.config.run_once {
+                poll_tick.reset();
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "first poll failed; polling again in the loop"),
+    }
     let pickup = if shared.server.supports_events() && crate::pickup::enabled_from_env() {
         crate::pickup::start(
             shared.client.api_url(),
@@ -812,12 +852,29 @@ async fn poll<I: Infrastructure>(
     tracker: &TaskTracker,
     slots: Option<&Arc<Semaphore>>,
 ) -> Result<(), ApiError> {
-    let c = &shared.config;
+    let runs = fetch_scheduled(&shared.client, &shared.config).await?;
+    take_scheduled(shared, tracker, slots, runs);
+    Ok(())
+}
+
+/// The pool's runs due within the prefetch window.
+async fn fetch_scheduled(
+    client: &PrefectClient,
+    c: &WorkerConfig,
+) -> Result<Vec<WorkerFlowRunResponse>, ApiError> {
     let before = Utc::now() + chrono::Duration::from_std(c.prefetch).unwrap_or_default();
-    let runs = shared
-        .client
+    client
         .get_scheduled_flow_runs(&c.pool, &c.work_queues, before, None)
-        .await?;
+        .await
+}
+
+/// Start a task for each run not already handled, as far as `--limit` allows.
+fn take_scheduled<I: Infrastructure>(
+    shared: &Arc<Shared<I>>,
+    tracker: &TaskTracker,
+    slots: Option<&Arc<Semaphore>>,
+    runs: Vec<WorkerFlowRunResponse>,
+) {
     for item in runs {
         let fr = item.flow_run;
         if shared
@@ -840,7 +897,6 @@ async fn poll<I: Infrastructure>(
         };
         submit(shared, tracker, fr, Phase::Claim, permit);
     }
-    Ok(())
 }
 
 /// Start a task driving `fr` from `start`; it holds `permit` until done.
