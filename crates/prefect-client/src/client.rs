@@ -747,6 +747,15 @@ impl PrefectClient {
             .await
     }
 
+    /// `POST /flow_runs/filter`, keeping only ids and current states.
+    pub async fn filter_flow_run_heads(
+        &self,
+        filter: &Value,
+    ) -> Result<Vec<FlowRunHead>, ApiError> {
+        self.json(Self::with_body(Method::POST, "/flow_runs/filter", filter))
+            .await
+    }
+
     /// `POST /flow_runs/{id}/set_state`.
     pub async fn set_flow_run_state(
         &self,

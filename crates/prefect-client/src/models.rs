@@ -227,6 +227,47 @@ pub struct WorkPool {
     pub default_queue_id: Option<Uuid>,
 }
 
+/// Only a flow run's id and current state: what watching many runs at once needs. Reading
+/// this instead of [`FlowRun`] skips the maps (labels, state details, job variables) that
+/// would otherwise be built and dropped for every run on every observation.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FlowRunHead {
+    pub id: Uuid,
+    #[serde(default)]
+    pub state_type: Option<StateType>,
+    #[serde(default)]
+    pub state_name: Option<String>,
+    #[serde(default)]
+    pub state: Option<StateHead>,
+}
+
+/// A state's type and name.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StateHead {
+    #[serde(rename = "type")]
+    pub state_type: StateType,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl FlowRunHead {
+    /// The current state's type.
+    pub fn current_state_type(&self) -> Option<&StateType> {
+        self.state
+            .as_ref()
+            .map(|s| &s.state_type)
+            .or(self.state_type.as_ref())
+    }
+
+    /// The current state's name.
+    pub fn current_state_name(&self) -> Option<&str> {
+        self.state
+            .as_ref()
+            .and_then(|s| s.name.as_deref())
+            .or(self.state_name.as_deref())
+    }
+}
+
 /// A flow run, as returned by reads and by `get_scheduled_flow_runs`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct FlowRun {

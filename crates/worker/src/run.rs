@@ -211,6 +211,17 @@ fn fail<J, E: Into<StepError>>(phase: Phase<J>) -> impl FnOnce(E) -> (StepError,
     move |e| (e.into(), phase)
 }
 
+/// A phase's work on the heap, only while it runs.
+///
+/// A run's task lives as long as its container, and an `async fn` is as large as its largest
+/// suspension point: inline, every phase's request futures would sit in every watched run's
+/// task (~10 KiB each). Boxed, a run that is waiting holds only the phase it is in.
+fn boxed<'a, T>(
+    f: impl std::future::Future<Output = T> + Send + 'a,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>> {
+    Box::pin(f)
+}
+
 /// Do one phase's work and say what comes next.
 async fn step<I: Infrastructure>(
     run: &mut RunState<I>,
@@ -221,7 +232,7 @@ async fn step<I: Infrastructure>(
     let id = run.flow_run.id;
     match phase {
         Phase::Done => Ok(Phase::Done),
-        Phase::Claim => {
+        Phase::Claim => boxed(async {
             // A shutdown before we claimed anything: leave the run Scheduled for others.
             if shared.shutdown.is_cancelled() {
                 return Ok(Phase::Done);
@@ -276,9 +287,10 @@ async fn step<I: Infrastructure>(
                     Ok(Phase::Done)
                 }
             }
-        }
-        Phase::Configure => configure(run).await,
-        Phase::Adopt => match configure(run).await? {
+        })
+        .await,
+        Phase::Configure => boxed(configure(run)).await,
+        Phase::Adopt => match boxed(configure(run)).await? {
             Phase::Submit(sub) => {
                 run.logger.info(format!(
                     "Worker '{}' adopted flow run '{id}' running on {}",
@@ -289,7 +301,7 @@ async fn step<I: Infrastructure>(
             }
             other => Ok(other),
         },
-        Phase::Submit(sub) => {
+        Phase::Submit(sub) => boxed(async {
             // Settle a tied claim before writing anything that names us: the labels mark
             // the run's owner, and recovery adopts runs labelled with its own name.
             if let Some(ours) = run.claim.take() {
@@ -347,8 +359,9 @@ async fn step<I: Infrastructure>(
                 None,
             );
             Ok(Phase::Launch(sub))
-        }
-        Phase::Launch(sub) => {
+        })
+        .await,
+        Phase::Launch(sub) => boxed(async {
             if shared.shutdown.is_cancelled() {
                 return Ok(Phase::Release);
             }
@@ -371,8 +384,9 @@ async fn step<I: Infrastructure>(
                 run.flow_run.name
             ));
             Ok(Phase::Watch(sub))
-        }
-        Phase::Watch(sub) => {
+        })
+        .await,
+        Phase::Watch(sub) => boxed(async {
             let signals = RunSignals {
                 state: run.control.state.subscribe(),
                 shutdown: shared.shutdown.clone(),
@@ -413,8 +427,9 @@ async fn step<I: Infrastructure>(
                 },
                 _ = cancel.cancelled() => Ok(Phase::Cancel(sub)),
             }
-        }
-        Phase::Finish(sub, exit) => {
+        })
+        .await,
+        Phase::Finish(sub, exit) => boxed(async {
             shared.emit_run_event(
                 "prefect.worker.executed-flow-run",
                 &sub.refs,
@@ -454,8 +469,9 @@ async fn step<I: Infrastructure>(
                     .map_err(fail(Phase::Finish(sub.clone(), exit.clone())))?;
             }
             Ok(Phase::Cleanup(sub))
-        }
-        Phase::Cancel(sub) => {
+        })
+        .await,
+        Phase::Cancel(sub) => boxed(async {
             let grace = shared.infra.cancel_grace(&sub.job);
             run.logger.info(format!(
                 "Cancelling flow run '{id}': giving its infrastructure {}s to stop",
@@ -474,8 +490,9 @@ async fn step<I: Infrastructure>(
             .await
             .map_err(fail(Phase::Cancel(sub.clone())))?;
             Ok(Phase::Cleanup(sub))
-        }
-        Phase::Crash(sub, message) => {
+        })
+        .await,
+        Phase::Crash(sub, message) => boxed(async {
             let full = format!("Failed to submit flow run to infrastructure: {message}");
             run.logger.error(full.clone());
             if let Err(e) = propose_crashed(client, id, &full, &run.logger).await {
@@ -485,16 +502,18 @@ async fn step<I: Infrastructure>(
                 Some(s) => Phase::Cleanup(s),
                 None => Phase::Done,
             })
-        }
-        Phase::Cleanup(sub) => {
+        })
+        .await,
+        Phase::Cleanup(sub) => boxed(async {
             shared
                 .infra
                 .cleanup(&sub.job)
                 .await
                 .map_err(fail(Phase::Cleanup(sub.clone())))?;
             Ok(Phase::Done)
-        }
-        Phase::Release => {
+        })
+        .await,
+        Phase::Release => boxed(async {
             // Nothing was launched: put the run back so another worker (or our successor)
             // picks it up instead of leaving it stuck in Pending.
             let s = StateCreate::new(StateType::Scheduled, "Scheduled", id)
@@ -505,7 +524,8 @@ async fn step<I: Infrastructure>(
                 .map_err(fail(Phase::Release))?;
             tracing::info!("released flow run '{id}' back to Scheduled");
             Ok(Phase::Done)
-        }
+        })
+        .await,
     }
 }
 
@@ -569,6 +589,10 @@ async fn configure<I: Infrastructure>(run: &mut RunState<I>) -> StepResult<I::Jo
         Err(e) => return Ok(Phase::Crash(None, e.message)),
     };
     let identifier = shared.infra.identifier(&job);
+    // From here on the run needs its id and name only; the rest went into the job.
+    run.flow_run.labels = None;
+    run.flow_run.job_variables = None;
+    run.flow_run.state = None;
     Ok(Phase::Submit(Arc::new(Submission {
         job,
         identifier,

@@ -931,44 +931,41 @@ pub fn submit<I: Infrastructure>(
     });
 }
 
-/// One request for all in-flight runs: feed their states to watchers; Cancelling cancels.
+/// Read the states of all in-flight runs (one request per 200, the server's page limit) and
+/// feed them to their watchers; Cancelling cancels.
 async fn observe<I: Infrastructure>(shared: &Arc<Shared<I>>) {
-    let ids: Vec<String> = shared
+    const PAGE: usize = 200;
+    let ids: Vec<Uuid> = shared
         .in_flight
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .keys()
-        .map(|id| id.to_string())
+        .copied()
         .collect();
-    if ids.is_empty() {
-        return;
-    }
-    let filter = json!({"flow_runs": {"id": {"any_": ids}}, "limit": ids.len().min(200)});
-    let runs = match shared.client.filter_flow_runs(&filter).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::debug!(error = %e, "could not read in-flight flow run states");
-            return;
-        }
-    };
-    let in_flight = shared.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-    for fr in runs {
-        let Some(control) = in_flight.get(&fr.id) else {
-            continue;
+    for page in ids.chunks(PAGE) {
+        let filter = json!({"flow_runs": {"id": {"any_": page}}, "limit": page.len()});
+        let runs = match shared.client.filter_flow_run_heads(&filter).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read in-flight flow run states");
+                return;
+            }
         };
-        let st = fr.current_state_type().cloned();
-        let name = fr
-            .state
-            .as_ref()
-            .and_then(|s| s.name.clone())
-            .or(fr.state_name.clone());
-        // 2.x servers express Cancelling as a CANCELLED type named "Cancelling".
-        let cancelling = st == Some(StateType::Cancelling)
-            || (st == Some(StateType::Cancelled) && name.as_deref() == Some("Cancelling"));
-        if cancelling && !control.cancel.is_cancelled() {
-            tracing::info!(flow_run.id = %fr.id, "cancellation requested");
-            control.cancel.cancel();
+        let in_flight = shared.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        for fr in runs {
+            let Some(control) = in_flight.get(&fr.id) else {
+                continue;
+            };
+            let st = fr.current_state_type().cloned();
+            // 2.x servers express Cancelling as a CANCELLED type named "Cancelling".
+            let cancelling = st == Some(StateType::Cancelling)
+                || (st == Some(StateType::Cancelled)
+                    && fr.current_state_name() == Some("Cancelling"));
+            if cancelling && !control.cancel.is_cancelled() {
+                tracing::info!(flow_run.id = %fr.id, "cancellation requested");
+                control.cancel.cancel();
+            }
+            control.state.send_replace(st);
         }
-        control.state.send_replace(st);
     }
 }

@@ -580,8 +580,10 @@ impl Infrastructure for AciInfrastructure {
         job: &AciJob,
         mut signals: RunSignals,
     ) -> Result<Option<ExitInfo>, InfraError> {
+        // Every request below is boxed: this future lives as long as the container, and
+        // while it sleeps it should hold timers and ids, not request state machines.
         let spec = &job.spec;
-        let arm = self.client(&spec.credentials).await?;
+        let arm = Box::pin(self.client(&spec.credentials)).await?;
         let started = Instant::now();
         let mut next_liveness = Instant::now() + self.options.liveness_interval;
         let mut next_logs = Instant::now() + spec.poll_interval;
@@ -592,7 +594,7 @@ impl Infrastructure for AciInfrastructure {
                 .as_ref()
                 .is_some_and(StateType::is_final)
             {
-                return self.finish(&arm, job).await.map(Some);
+                return Box::pin(self.finish(&arm, job)).await.map(Some);
             }
             if let Some(max) = spec.max_run {
                 if started.elapsed() >= max {
@@ -600,8 +602,8 @@ impl Infrastructure for AciInfrastructure {
                         "Flow run exceeded max_run_seconds={}; stopping its container group",
                         max.as_secs()
                     ));
-                    self.stream_logs(&arm, job).await;
-                    self.delete_group(&arm, spec).await?;
+                    Box::pin(self.stream_logs(&arm, job)).await;
+                    Box::pin(self.delete_group(&arm, spec)).await?;
                     return Ok(Some(ExitInfo {
                         status_code: -1,
                         explanation: Some(format!(
@@ -614,7 +616,7 @@ impl Infrastructure for AciInfrastructure {
             let now = Instant::now();
             if now >= next_liveness {
                 next_liveness = now + self.options.liveness_interval;
-                match self.get_group(&arm, spec).await? {
+                match Box::pin(self.get_group(&arm, spec)).await? {
                     None => {
                         return Err(InfraError::not_found(format!(
                             "container group {} no longer exists",
@@ -623,7 +625,7 @@ impl Infrastructure for AciInfrastructure {
                     }
                     Some(g) => {
                         if let Some(exit) = Self::exit_of(&g) {
-                            self.stream_logs(&arm, job).await;
+                            Box::pin(self.stream_logs(&arm, job)).await;
                             return Ok(Some(exit));
                         }
                     }
@@ -631,7 +633,7 @@ impl Infrastructure for AciInfrastructure {
             }
             if spec.stream_output && now >= next_logs {
                 next_logs = now + spec.poll_interval;
-                self.stream_logs(&arm, job).await;
+                Box::pin(self.stream_logs(&arm, job)).await;
             }
             let mut wake = next_liveness;
             if spec.stream_output {
