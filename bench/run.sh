@@ -7,6 +7,7 @@
 #   bench/run.sh --quick    # CI-sized: 20-run burst, 30 concurrent 85-second runs (~5 min)
 #   bench/run.sh --workers "rust python"   # choose workers (rust, rust-polling, python)
 #   bench/run.sh --sqlite   # the server on SQLite instead of a throwaway PostgreSQL 15
+#   bench/run.sh --no-python-steady   # skip the Python worker's 1,000-run phase (~40 min)
 #
 # The Prefect server runs on PostgreSQL when `initdb`/`pg_ctl` are installed: on SQLite a burst
 # of runs makes the server answer 503 (database locked) and the workers' retries, not the
@@ -20,12 +21,14 @@ cd "$REPO_ROOT"
 MODE=full
 WORKERS="rust python rust-polling"
 DB=postgres
+PYTHON_STEADY=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) MODE=quick ;;
     --sqlite) DB=sqlite ;;
+    --no-python-steady) PYTHON_STEADY=0 ;;
     --workers) WORKERS="$2"; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -83,6 +86,7 @@ for w in $WORKERS; do
   extra=()
   # Pickup before/after events: the polling-only variant runs the burst alone.
   [[ $w == rust-polling ]] && extra+=(--skip steady)
+  [[ $w == python && $PYTHON_STEADY == 0 ]] && extra+=(--skip steady)
   log "benchmarking the $w worker"
   "$VENV3/bin/python" bench/bench.py --worker "$w" --api-url "$API_URL" --binary "$BIN" \
     --python-venv "$VENVPY" --out "$OUT/$w" --metrics-port "$(free_port)" "${ARGS[@]}" "${extra[@]}"
