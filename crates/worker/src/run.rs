@@ -153,6 +153,7 @@ pub async fn drive<I: Infrastructure>(
             control,
             attempts: 0,
             deployment: None,
+            flow: None,
             claim: None,
             adopted: false,
         };
@@ -199,6 +200,7 @@ struct RunState<I: Infrastructure> {
     attempts: u32,
     /// Read while claiming; reused to build the configuration.
     deployment: Option<Deployment>,
+    flow: Option<Flow>,
     /// The id of our accepted Pending state, until [`won_claim`] has settled a tie.
     claim: Option<Uuid>,
     /// Adopted from a dead worker and not yet seen on its infrastructure.
@@ -237,27 +239,34 @@ async fn step<I: Infrastructure>(
             if shared.shutdown.is_cancelled() {
                 return Ok(Phase::Done);
             }
-            // Prefect reads the deployment before claiming: a run whose deployment is gone is
-            // cancelled (the server would ABORT its Pending anyway).
-            if let Some(dep_id) = run.flow_run.deployment_id {
-                match shared.read_deployment(dep_id).await {
-                    Ok(Some(d)) => run.deployment = Some(d),
-                    Ok(None) => {
-                        let msg = format!("Deployment {dep_id} no longer exists, cancelled run.");
-                        run.logger.error(msg.clone());
-                        set_cancelled(client, id, &msg)
-                            .await
-                            .map_err(fail(Phase::Claim))?;
-                        return Ok(Phase::Done);
-                    }
-                    Err(e) => return Err((e.into(), Phase::Claim)),
+            // The deployment and flow reads go out with the Pending proposal instead of
+            // before it: three round trips become one on the way to the container. A run
+            // whose deployment is gone is cancelled whatever the proposal got (the server
+            // ABORTs such a Pending), as Prefect does after its own read.
+            let deployment = async {
+                match run.flow_run.deployment_id {
+                    Some(dep_id) => shared.read_deployment(dep_id).await,
+                    None => Ok(None),
                 }
-            }
+            };
             let proposed = StateCreate::new(StateType::Pending, "Pending", id);
-            let resp = client
-                .set_flow_run_state(id, &proposed, false)
-                .await
-                .map_err(fail(Phase::Claim))?;
+            let (deployment, flow, resp) = tokio::join!(
+                deployment,
+                shared.read_flow(run.flow_run.flow_id),
+                client.set_flow_run_state(id, &proposed, false)
+            );
+            if let (Some(dep_id), Ok(None)) = (run.flow_run.deployment_id, &deployment) {
+                let msg = format!("Deployment {dep_id} no longer exists, cancelled run.");
+                run.logger.error(msg.clone());
+                set_cancelled(client, id, &msg)
+                    .await
+                    .map_err(fail(Phase::Claim))?;
+                return Ok(Phase::Done);
+            }
+            let resp = resp.map_err(fail(Phase::Claim))?;
+            // A failed read is not a failed claim: `configure` reads again.
+            run.deployment = deployment.ok().flatten();
+            run.flow = flow.ok();
             match resp.status {
                 SetStateStatus::Accept
                     if resp.state.as_ref().map(|s| &s.state_type) == Some(&StateType::Pending) =>
@@ -544,10 +553,13 @@ async fn configure<I: Infrastructure>(run: &mut RunState<I>) -> StepResult<I::Jo
     }
     // Taken, not cloned: a run keeps no copy of its deployment once it is configured.
     let deployment: Option<Deployment> = run.deployment.take();
-    let flow: Flow = shared
-        .read_flow(fr.flow_id)
-        .await
-        .map_err(fail(Phase::Configure))?;
+    let flow: Flow = match run.flow.take() {
+        Some(f) => f,
+        None => shared
+            .read_flow(fr.flow_id)
+            .await
+            .map_err(fail(Phase::Configure))?,
+    };
     run.logger.info(format!(
         "Worker '{}' submitting flow run '{}'",
         shared.config.name, fr.id
