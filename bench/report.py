@@ -100,6 +100,7 @@ def main():
     ap.add_argument("--python-venv", required=True)
     ap.add_argument("--server-venv", required=True)
     ap.add_argument("--db", default="sqlite")
+    ap.add_argument("--rev", default="HEAD", help="the commit the benchmarked binary was built from")
     a = ap.parse_args()
     out = Path(a.out)
     res = {}
@@ -109,7 +110,7 @@ def main():
             res[w] = json.loads(p.read_text())
     R, P, RP = res.get("rust"), res.get("python"), res.get("rust-polling")
 
-    rev = sh("git", "rev-parse", "--short", "HEAD")
+    rev = sh("git", "rev-parse", "--short", a.rev)
     lines = []
     w = lines.append
     w("# Benchmarks: prefect-aci vs Prefect's Python ACI worker")
