@@ -321,7 +321,10 @@ fn imds_error(status: StatusCode, error: &str, description: &str) -> Response {
 /// the identities of the container group with that IMDS key).
 pub(crate) fn imds_token(shared: &SharedRef, req: &Req, scope_key: Option<&str>) -> Response {
     let warmup = Duration::from_secs(shared.faults().imds_unavailable_secs);
-    if shared.started.elapsed() < warmup {
+    let first = *shared
+        .imds_first_request
+        .get_or_init(std::time::Instant::now);
+    if first.elapsed() < warmup {
         let mut r = text(
             StatusCode::SERVICE_UNAVAILABLE,
             "The managed identity endpoint is not available yet; retry shortly.",

@@ -204,7 +204,7 @@ pub struct Faults {
     pub capacity: Vec<CapacityFault>,
     /// Overrides `provisioning_delay_ms` while set.
     pub provisioning_delay_ms: Option<u64>,
-    /// The IMDS endpoint answers 503 during the first N seconds after start.
+    /// The IMDS endpoint answers 503 for N seconds from its first token request.
     pub imds_unavailable_secs: u64,
 }
 

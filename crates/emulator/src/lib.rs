@@ -83,7 +83,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -222,7 +222,7 @@ pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
         base_url: format!("{scheme}://{addr}"),
         ca_pem_path: tls.as_ref().map(|t| t.1.clone()),
         ca_bundle_path: tls.as_ref().map(|t| t.2.clone()),
-        started: Instant::now(),
+        imds_first_request: std::sync::OnceLock::new(),
         faults: Mutex::new(config.faults.clone()),
         state: Mutex::new(state),
         stats: Mutex::new(BTreeMap::new()),

@@ -37,8 +37,10 @@ pub(crate) struct Shared {
     pub ca_pem_path: Option<PathBuf>,
     /// System roots + CA, given to containers, when serving HTTPS.
     pub ca_bundle_path: Option<PathBuf>,
-    /// When serving began (IMDS warm-up is measured from here).
-    pub started: Instant,
+    /// The first IMDS token request: the warm-up fault is measured from here, as a
+    /// container's identity endpoint warms up from when the container (its first caller)
+    /// starts, not from when the host did.
+    pub imds_first_request: std::sync::OnceLock<Instant>,
     /// Current failure injection.
     pub faults: Mutex<Faults>,
     /// Resources and operations.

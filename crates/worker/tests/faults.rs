@@ -743,7 +743,7 @@ async fn cancellation_at_every_stage() {
 async fn imds_unavailable_at_start() {
     let mut s = Scenario::new(
         "imds-unavailable",
-        "the worker authenticates with a user-assigned managed identity through IMDS, which answers 503 for its first 12 s",
+        "the worker authenticates with a user-assigned managed identity through IMDS, which answers 503 for 12 s from the worker's first token request",
     )
     .await;
     let mut f = s.emu.faults();

@@ -299,7 +299,7 @@ async fn imds_tokens() {
     let _ = a;
 }
 
-/// IMDS can be made unavailable for a while after start, like a warming-up endpoint.
+/// IMDS can be made unavailable for a while from its first request, like a warming-up endpoint.
 #[tokio::test]
 async fn imds_warm_up() {
     let faults = Faults {
