@@ -275,30 +275,7 @@ async fn secrets_never_appear_in_arm_responses() {
         .into_iter()
         .find(|g| g.name.contains(&run.to_string()))
         .expect("kept group");
-    let token = reqwest::Client::new()
-        .post(format!(
-            "{}/{}/oauth2/v2.0/token",
-            emu.authority_host(),
-            emu.config().tenant_id
-        ))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", emu.config().admin.client_id.as_str()),
-            (
-                "client_secret",
-                emu.config().admin.client_secret.as_deref().unwrap(),
-            ),
-            ("scope", "https://management.azure.com/.default"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = admin_token(&emu).await;
     let body = reqwest::Client::new()
         .get(format!(
             "{}/subscriptions/{}/resourceGroups/{RG}/providers/Microsoft.ContainerInstance/containerGroups/{}?api-version=2025-09-01",

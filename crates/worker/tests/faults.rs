@@ -751,26 +751,7 @@ async fn imds_unavailable_at_start() {
     s.emu.set_faults(f);
     // The identity the worker will run as, created by the admin principal.
     let admin = reqwest::Client::new();
-    let token = admin
-        .post(s.emu.token_endpoint())
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", s.emu.config().admin.client_id.as_str()),
-            (
-                "client_secret",
-                s.emu.config().admin.client_secret.as_deref().unwrap_or(""),
-            ),
-            ("scope", "https://management.azure.com/.default"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = admin_token(&s.emu).await;
     let identity: Value = admin
         .put(format!(
             "{}/subscriptions/{}/resourceGroups/{RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/worker-uami?api-version=2024-11-30",
@@ -950,30 +931,6 @@ async fn prefect_server_outage() {
     w.stop().await;
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// An admin ARM token for direct checks of what ARM returns.
-async fn admin_token(emu: &Emulator) -> String {
-    reqwest::Client::new()
-        .post(emu.token_endpoint())
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", emu.config().admin.client_id.as_str()),
-            (
-                "client_secret",
-                emu.config().admin.client_secret.as_deref().unwrap_or(""),
-            ),
-            ("scope", "https://management.azure.com/.default"),
-        ])
-        .send()
-        .await
-        .expect("token request")
-        .json::<Value>()
-        .await
-        .expect("token json")["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_string()
 }
 
 /// Issue 7 item 3: secret values never reach a log line, an error chain (the crash message

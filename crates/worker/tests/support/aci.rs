@@ -162,3 +162,28 @@ impl Killable {
         }
     }
 }
+
+/// An admin ARM token from the emulator's AAD endpoint, for direct checks of what ARM returns
+/// and for creating resources the test needs.
+pub async fn admin_token(emu: &Emulator) -> String {
+    reqwest::Client::new()
+        .post(emu.token_endpoint())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", emu.config().admin.client_id.as_str()),
+            (
+                "client_secret",
+                emu.config().admin.client_secret.as_deref().unwrap_or(""),
+            ),
+            ("scope", "https://management.azure.com/.default"),
+        ])
+        .send()
+        .await
+        .expect("token request")
+        .json::<Value>()
+        .await
+        .expect("token json")["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
+}
