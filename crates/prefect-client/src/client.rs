@@ -764,12 +764,20 @@ impl PrefectClient {
         force: bool,
     ) -> Result<SetStateResponse, ApiError> {
         let body = json!({"state": state, "force": force});
-        self.json(Self::with_body(
-            Method::POST,
-            &format!("/flow_runs/{id}/set_state"),
-            &body,
-        ))
-        .await
+        let mut resp: SetStateResponse = self
+            .json(Self::with_body(
+                Method::POST,
+                &format!("/flow_runs/{id}/set_state"),
+                &body,
+            ))
+            .await?;
+        // The request is retried on timeouts and 5xx; a retry of a proposal that did
+        // commit comes back REJECTed with our own state, and is reported as accepted.
+        if resp.is_duplicate_of(state) {
+            tracing::debug!(flow_run.id = %id, "state proposal was already committed by an earlier attempt");
+            resp.status = SetStateStatus::Accept;
+        }
+        Ok(resp)
     }
 
     /// `PATCH /flow_runs/{id}/labels` (servers 3.2+); labels are merged server-side.

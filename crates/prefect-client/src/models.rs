@@ -208,6 +208,21 @@ pub struct SetStateResponse {
     pub details: SetStateDetails,
 }
 
+impl SetStateResponse {
+    /// Whether this answers a proposal the server had already committed: every proposal
+    /// carries a fresh `transition_id`, and when a retried request repeats one whose first
+    /// attempt committed (its response lost to a timeout or a dropped connection), the
+    /// server's duplicate-transition rule REJECTs it and returns the run's current state,
+    /// which is the proposal itself. Such a REJECT is an acceptance.
+    pub fn is_duplicate_of(&self, proposed: &StateCreate) -> bool {
+        let id = |d: &Map<String, Value>| d.get("transition_id").cloned();
+        self.status == SetStateStatus::Reject
+            && id(&proposed.state_details).is_some()
+            && self.state.as_ref().map(|s| id(&s.state_details))
+                == Some(id(&proposed.state_details))
+    }
+}
+
 /// A work pool.
 #[derive(Debug, Clone, Deserialize)]
 pub struct WorkPool {
@@ -368,4 +383,36 @@ pub struct Event {
     pub resource: BTreeMap<String, String>,
     #[serde(default)]
     pub related: Vec<BTreeMap<String, String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: &str, details: Value) -> SetStateResponse {
+        serde_json::from_value(serde_json::json!({
+            "status": status,
+            "state": {"id": Uuid::new_v4(), "type": "PENDING", "name": "Pending", "state_details": details},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_reject_carrying_our_transition_id_is_a_committed_duplicate() {
+        let ours = StateCreate::new(StateType::Pending, "Pending", Uuid::new_v4());
+        let tid = ours.state_details["transition_id"].clone();
+        assert!(
+            response("REJECT", serde_json::json!({"transition_id": tid})).is_duplicate_of(&ours)
+        );
+        // Someone else's transition, no transition id, or a status other than REJECT: not ours.
+        let other = serde_json::json!({"transition_id": Uuid::new_v4().to_string()});
+        assert!(!response("REJECT", other).is_duplicate_of(&ours));
+        assert!(!response("REJECT", serde_json::json!({})).is_duplicate_of(&ours));
+        assert!(
+            !response("ABORT", serde_json::json!({"transition_id": tid})).is_duplicate_of(&ours)
+        );
+        let mut anonymous = ours.clone();
+        anonymous.state_details.remove("transition_id");
+        assert!(!response("REJECT", serde_json::json!({})).is_duplicate_of(&anonymous));
+    }
 }

@@ -319,13 +319,13 @@ async fn step<I: Infrastructure>(
                     return Ok(Phase::Done);
                 }
             }
-            // Labels and the sub-state are independent writes: sent together, they cost
-            // one round trip to a server that may be busy with a burst, not two.
-            let server = &shared.server;
-            let labels = async {
-                if !server.supports_labels() {
-                    return;
-                }
+            // The labels name the run's worker and pool: attribution, and a hint for
+            // recovery (which also needs the infrastructure pid). They never hold up the
+            // launch: a busy SQLite server can refuse this one write (503, "database is
+            // locked") for a minute while everything else goes through, so it is retried
+            // in the background on the worker's task tracker (once: not again when a
+            // failed Submitting proposal brings us back here).
+            if shared.server.supports_labels() && run.attempts == 0 {
                 let mut labels = Map::new();
                 labels.insert("prefect.worker.name".into(), json!(shared.config.name));
                 labels.insert(
@@ -337,28 +337,25 @@ async fn step<I: Infrastructure>(
                     "prefect.work-pool.id".into(),
                     json!(shared.pool_id().to_string()),
                 );
-                if let Err(e) = client.update_flow_run_labels(id, &labels).await {
-                    // Attribution, and a hint for recovery (which also needs the
-                    // infrastructure pid): never fail a run over them.
-                    tracing::debug!(error = %e, "could not set flow run labels");
-                }
-            };
-            let submitting = async {
-                if !server.supports_submitting() {
-                    return Ok(());
-                }
+                let client = client.clone();
+                shared.tasks.spawn(
+                    async move {
+                        if let Err(e) = client.update_flow_run_labels(id, &labels).await {
+                            tracing::debug!(error = %e, "could not set flow run labels");
+                        }
+                    }
+                    .in_current_span(),
+                );
+            }
+            if shared.server.supports_submitting() {
                 let s = StateCreate::new(StateType::Pending, "Submitting", id);
                 match client.set_flow_run_state(id, &s, false).await {
                     Ok(r) if r.status == SetStateStatus::Accept => {}
                     Ok(r) => {
                         tracing::debug!(status = ?r.status, "Submitting sub-state not accepted")
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => return Err((e.into(), Phase::Submit(sub))),
                 }
-                Ok(())
-            };
-            if let ((), Err(e)) = tokio::join!(labels, submitting) {
-                return Err((e.into(), Phase::Submit(sub)));
             }
             shared.emit_run_event(
                 "prefect.worker.submitted-flow-run",

@@ -76,6 +76,9 @@ pub struct Shared<I: Infrastructure> {
     /// Deployment and flow reads shared by runs asking at the same moment (a burst).
     pub deployments: SingleFlight<Option<Deployment>>,
     pub flows: SingleFlight<Flow>,
+    /// Every task of this worker: flow runs, and the best-effort writes they leave behind.
+    /// Shutdown waits for it (bounded by the grace period).
+    pub tasks: TaskTracker,
 }
 
 impl<I: Infrastructure> Shared<I> {
@@ -273,6 +276,7 @@ pub async fn run<I: Infrastructure>(
         worker_id: std::sync::OnceLock::new(),
         deployments: SingleFlight::default(),
         flows: SingleFlight::default(),
+        tasks: TaskTracker::new(),
         config,
     });
     let started_id = Uuid::now_v7();
@@ -285,7 +289,7 @@ pub async fn run<I: Infrastructure>(
         resource: shared.worker_resource(),
         related: vec![shared.pool_related()],
     });
-    let tracker = TaskTracker::new();
+    let tracker = shared.tasks.clone();
     // The first heartbeat and recovery run beside the first poll instead of before it: a
     // started worker picks up runs at once (launch → first poll is benchmarked, bench/).
     let (s, t) = (shared.clone(), tracker.clone());

@@ -22,7 +22,7 @@ impl Stack {
     async fn start(url: String, emu: aci_emulator::Emulator) -> Stack {
         let pool = unique("aci-pool");
         let api = Api::new(&url);
-        let worker = start_worker(worker_config(&url, &pool), &emu);
+        let worker = start_worker(config(&url, &pool), &emu);
         wait_for(Duration::from_secs(20), "the pool", || async {
             api.0.read_work_pool(&pool).await.ok().flatten()
         })
@@ -34,6 +34,12 @@ impl Stack {
             worker,
         }
     }
+}
+
+/// The shared worker config, with the worker's tracing kept for a failing test's output.
+fn config(url: &str, pool: &str) -> prefect_aci_worker::WorkerConfig {
+    init_test_logs();
+    worker_config(url, pool)
 }
 
 async fn deployment(api: &Api, pool: &str, entrypoint: &str, vars: Value) -> Uuid {
@@ -255,7 +261,7 @@ async fn secrets_never_appear_in_arm_responses() {
     let emu = emulator().await;
     let pool = unique("aci-pool");
     let api = Api::new(&url);
-    let mut c = worker_config(&url, &pool);
+    let mut c = config(&url, &pool);
     c.run_once = false;
     let w = start_worker(c, &emu);
     wait_for(Duration::from_secs(20), "the pool", || async {
@@ -309,7 +315,7 @@ async fn a_killed_worker_s_run_is_adopted_and_finished_by_its_successor() {
     let emu = emulator().await;
     let pool = unique("aci-pool");
     let api = Api::new(&url);
-    let first = Killable::start(worker_config(&url, &pool), &emu);
+    let first = Killable::start(config(&url, &pool), &emu);
     wait_for(Duration::from_secs(20), "the pool", || async {
         api.0.read_work_pool(&pool).await.ok().flatten()
     })
@@ -324,7 +330,7 @@ async fn a_killed_worker_s_run_is_adopted_and_finished_by_its_successor() {
     .await;
     first.kill();
     // The container keeps running without its worker; a new worker must adopt it.
-    let second = start_worker(worker_config(&url, &pool), &emu);
+    let second = start_worker(config(&url, &pool), &emu);
     let fr = final_state(&api, run, Duration::from_secs(120)).await;
     assert_eq!(fr["state"]["type"], "COMPLETED", "{fr}");
     // The successor deletes the orphaned group at its next recovery pass.
@@ -360,7 +366,7 @@ async fn runs_complete_through_an_arm_429_storm() {
     // running, so the next worker's first poll takes all four at once and launches them
     // together: a burst that must exceed the write bucket however slowly the server
     // answers (runs created one by one and picked up one by one would not).
-    let creator = start_worker(worker_config(&url, &pool), &emu);
+    let creator = start_worker(config(&url, &pool), &emu);
     wait_for(Duration::from_secs(20), "the pool", || async {
         api.0.read_work_pool(&pool).await.ok().flatten()
     })
@@ -371,7 +377,7 @@ async fn runs_complete_through_an_arm_429_storm() {
     for _ in 0..4 {
         runs.push(api.create_flow_run(dep, json!({})).await);
     }
-    let w = start_worker(worker_config(&url, &pool), &emu);
+    let w = start_worker(config(&url, &pool), &emu);
     for run in &runs {
         let fr = final_state(&api, *run, Duration::from_secs(240)).await;
         assert_eq!(fr["state"]["type"], "COMPLETED", "{fr}");
@@ -428,7 +434,7 @@ async fn a_pool_with_a_custom_arm_template_runs_through_an_arm_deployment() {
         .create_work_pool(&pool, "azure-container-instance", Some(&template), None)
         .await
         .expect("create the pool");
-    let w = start_worker(worker_config(&url, &pool), &emu);
+    let w = start_worker(config(&url, &pool), &emu);
     let dep = deployment(&api, &pool, "flows.py:hello", base_vars(&emu)).await;
     let run = api.create_flow_run(dep, json!({})).await;
     // The group the deployment created is the template's (its container name).

@@ -225,8 +225,9 @@ async fn claims_a_run_reports_infrastructure_pid_labels_and_logs() {
         .as_str()
         .unwrap_or("")
         .contains("without the flow run reporting a final state"));
-    assert_eq!(fr["labels"]["prefect.worker.type"], POOL_TYPE);
-    assert_eq!(fr["labels"]["prefect.work-pool.name"], pool.as_str());
+    // Labels are written beside the launch, and a stopped worker has finished its writes.
+    assert_eq!(after["labels"]["prefect.worker.type"], POOL_TYPE);
+    assert_eq!(after["labels"]["prefect.work-pool.name"], pool.as_str());
 
     let (launched, cfg) = {
         let rec = fake.record.lock().unwrap();
@@ -362,6 +363,50 @@ async fn two_workers_on_one_pool_never_submit_the_same_run() {
     let mut expected = runs.clone();
     expected.sort();
     assert_eq!(launched, expected, "every run launched exactly once");
+}
+
+/// A proposal retried after its first attempt committed (response lost) must not read as a
+/// refusal: the server REJECTs the repeated transition id with our own state, and a worker
+/// that took that for a lost claim would strand the run in Pending.
+#[tokio::test]
+async fn a_retried_state_proposal_that_already_committed_counts_as_accepted() {
+    use prefect_client::models::{SetStateStatus, StateCreate, StateType};
+    let url = api_url();
+    let pool = pool_via_worker(&url).await;
+    let api = Api::new(&url);
+    let dep = api.create_deployment(&pool, None, json!({})).await;
+    let run = api.create_flow_run(dep, json!({})).await;
+    let pending = StateCreate::new(StateType::Pending, "Pending", run);
+    let first = api
+        .0
+        .set_flow_run_state(run, &pending, false)
+        .await
+        .unwrap();
+    assert_eq!(first.status, SetStateStatus::Accept);
+    let again = api
+        .0
+        .set_flow_run_state(run, &pending, false)
+        .await
+        .unwrap();
+    assert_eq!(again.status, SetStateStatus::Accept, "{again:?}");
+    assert_eq!(
+        again.state.as_ref().and_then(|s| s.id),
+        first.state.as_ref().and_then(|s| s.id),
+        "the answer carries the state the first attempt committed"
+    );
+    // A fresh proposal of the same type (another transition) is still refused.
+    let other = StateCreate::new(StateType::Pending, "Pending", run);
+    let refused = api.0.set_flow_run_state(run, &other, false).await.unwrap();
+    assert_ne!(refused.status, SetStateStatus::Accept);
+    let pendings = api
+        .0
+        .read_flow_run_states(run)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.state_type == StateType::Pending)
+        .count();
+    assert_eq!(pendings, 1, "one committed Pending");
 }
 
 #[tokio::test]

@@ -3,6 +3,8 @@
 //! One global `tracing` subscriber for the whole test binary, at debug level for our crates
 //! (the level at which request details would leak if anything did), writing into a buffer.
 //! Parallel scenarios share it; each searches for its own secrets, so sharing is harmless.
+//! Each line is also printed into the emitting test's captured output, which libtest shows
+//! when that test fails.
 
 use std::io::Write;
 use std::sync::{Mutex, OnceLock};
@@ -18,6 +20,8 @@ impl Write for Sink {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend_from_slice(buf);
+        // Also into the running test's captured output, shown when that test fails.
+        print!("{}", String::from_utf8_lossy(buf));
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {

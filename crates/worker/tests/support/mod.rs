@@ -13,17 +13,19 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-/// With `RUST_LOG` set, the workers' tracing goes to the test's captured output (shown for
-/// failing tests), which is what one needs to debug a flaky integration test.
+/// The workers' tracing goes to the test's captured output, which libtest shows only for a
+/// failing test: a flaky integration test then explains itself in the CI log. `RUST_LOG`
+/// overrides the default filter.
 pub fn init_test_logs() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        if let Ok(filter) = std::env::var("RUST_LOG") {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-                .with_test_writer()
-                .try_init();
-        }
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
+            "prefect_aci_worker=debug,prefect_client=debug,azure_arm=debug".into()
+        });
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
     });
 }
 
