@@ -323,7 +323,7 @@ async fn setup_is_idempotent_and_the_identity_runs_flows_and_teardown_removes_on
 
     // The worker deleted the run's group: only its own group is left.
     wait_for(
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         "flow-run groups to be deleted",
         || async { (emu.groups().len() == 1).then_some(()) },
     )

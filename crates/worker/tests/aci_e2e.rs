@@ -23,7 +23,7 @@ impl Stack {
         let pool = unique("aci-pool");
         let api = Api::new(&url);
         let worker = start_worker(config(&url, &pool), &emu);
-        wait_for(Duration::from_secs(20), "the pool", || async {
+        wait_for(Duration::from_secs(60), "the pool", || async {
             api.0.read_work_pool(&pool).await.ok().flatten()
         })
         .await;
@@ -264,7 +264,7 @@ async fn secrets_never_appear_in_arm_responses() {
     let mut c = config(&url, &pool);
     c.run_once = false;
     let w = start_worker(c, &emu);
-    wait_for(Duration::from_secs(20), "the pool", || async {
+    wait_for(Duration::from_secs(60), "the pool", || async {
         api.0.read_work_pool(&pool).await.ok().flatten()
     })
     .await;
@@ -316,7 +316,7 @@ async fn a_killed_worker_s_run_is_adopted_and_finished_by_its_successor() {
     let pool = unique("aci-pool");
     let api = Api::new(&url);
     let first = Killable::start(config(&url, &pool), &emu);
-    wait_for(Duration::from_secs(20), "the pool", || async {
+    wait_for(Duration::from_secs(60), "the pool", || async {
         api.0.read_work_pool(&pool).await.ok().flatten()
     })
     .await;
@@ -367,7 +367,7 @@ async fn runs_complete_through_an_arm_429_storm() {
     // together: a burst that must exceed the write bucket however slowly the server
     // answers (runs created one by one and picked up one by one would not).
     let creator = start_worker(config(&url, &pool), &emu);
-    wait_for(Duration::from_secs(20), "the pool", || async {
+    wait_for(Duration::from_secs(60), "the pool", || async {
         api.0.read_work_pool(&pool).await.ok().flatten()
     })
     .await;

@@ -975,7 +975,7 @@ async fn secrets_stay_out_of_logs_error_chains_health_and_arm() {
     )
     .await;
     let token = admin_token(&s.emu).await;
-    let group = wait_for(Duration::from_secs(30), "the kept group", || async {
+    let group = wait_for(Duration::from_secs(60), "the kept group", || async {
         s.emu
             .groups()
             .into_iter()

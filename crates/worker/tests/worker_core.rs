@@ -198,12 +198,12 @@ async fn claims_a_run_reports_infrastructure_pid_labels_and_logs() {
 
     let fake = FakeInfra::default();
     let w = start(config(&url, &pool), fake.clone());
-    let fr = wait_for(Duration::from_secs(30), "infrastructure_pid", || async {
+    let fr = wait_for(Duration::from_secs(60), "infrastructure_pid", || async {
         let fr = api.flow_run(run).await;
         fr["infrastructure_pid"].as_str().is_some().then_some(fr)
     })
     .await;
-    wait_for(Duration::from_secs(10), "cleanup", || async {
+    wait_for(Duration::from_secs(60), "cleanup", || async {
         fake.record
             .lock()
             .unwrap()
@@ -243,7 +243,7 @@ async fn claims_a_run_reports_infrastructure_pid_labels_and_logs() {
     assert_eq!(cfg["labels"]["prefect.io/flow-run-id"], run.to_string());
 
     // Events: submitted and executed, about this flow run, from this worker.
-    let events = wait_for(Duration::from_secs(20), "worker events", || async {
+    let events = wait_for(Duration::from_secs(60), "worker events", || async {
         let v = api
             .post(
                 "/events/filter",
@@ -305,12 +305,12 @@ async fn failed_submission_and_non_zero_exit_crash_the_run_and_the_worker_keeps_
     let fake = FakeInfra::default();
     let w = start(config(&url, &pool), fake.clone());
     for id in [refused, exit3, invalid] {
-        wait_for(Duration::from_secs(30), "Crashed", || async {
+        wait_for(Duration::from_secs(60), "Crashed", || async {
             (api.state_type(id).await == "CRASHED").then_some(())
         })
         .await;
     }
-    wait_for(Duration::from_secs(30), "the good run launched", || async {
+    wait_for(Duration::from_secs(60), "the good run launched", || async {
         fake.record
             .lock()
             .unwrap()
@@ -430,7 +430,7 @@ async fn respects_work_queues_and_the_local_limit() {
     c.work_queues = vec!["a".into()];
     c.limit = Some(1);
     let w = start(c, fake.clone());
-    wait_for(Duration::from_secs(30), "one held run launched", || async {
+    wait_for(Duration::from_secs(60), "one held run launched", || async {
         (fake.record.lock().unwrap().launched.len() == 1).then_some(())
     })
     .await;
@@ -444,7 +444,7 @@ async fn respects_work_queues_and_the_local_limit() {
         )
         .await;
         if n < 3 {
-            wait_for(Duration::from_secs(30), "next held run", || async {
+            wait_for(Duration::from_secs(60), "next held run", || async {
                 (fake.record.lock().unwrap().launched.len() == n + 1).then_some(())
             })
             .await;
@@ -482,7 +482,7 @@ async fn run_of_a_deleted_deployment_is_cancelled() {
     let run: Uuid = fr["id"].as_str().unwrap().parse().unwrap();
     let fake = FakeInfra::default();
     let w = start(config(&url, &pool), fake.clone());
-    wait_for(Duration::from_secs(30), "Cancelled", || async {
+    wait_for(Duration::from_secs(60), "Cancelled", || async {
         (api.state_type(run).await == "CANCELLED").then_some(())
     })
     .await;
@@ -504,7 +504,7 @@ async fn cancelling_a_running_run_kills_it_and_marks_it_cancelled() {
     let run = api.create_flow_run(dep, json!({"command": "hold"})).await;
     let fake = FakeInfra::default();
     let w = start(config(&url, &pool), fake.clone());
-    wait_for(Duration::from_secs(30), "launched", || async {
+    wait_for(Duration::from_secs(60), "launched", || async {
         fake.record
             .lock()
             .unwrap()
@@ -518,11 +518,11 @@ async fn cancelling_a_running_run_kills_it_and_marks_it_cancelled() {
         json!({"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": true}),
     )
     .await;
-    wait_for(Duration::from_secs(30), "Cancelled", || async {
+    wait_for(Duration::from_secs(60), "Cancelled", || async {
         (api.state_type(run).await == "CANCELLED").then_some(())
     })
     .await;
-    wait_for(Duration::from_secs(10), "cleanup", || async {
+    wait_for(Duration::from_secs(60), "cleanup", || async {
         fake.record
             .lock()
             .unwrap()
@@ -546,7 +546,7 @@ async fn healthcheck_reports_ok_while_polling() {
     let mut c = config(&url, &pool);
     c.healthcheck = Some(format!("127.0.0.1:{port}").parse().unwrap());
     let w = start(c, FakeInfra::default());
-    let body: Value = wait_for(Duration::from_secs(30), "/health", || async {
+    let body: Value = wait_for(Duration::from_secs(60), "/health", || async {
         let r = reqwest::get(format!("http://127.0.0.1:{port}/health"))
             .await
             .ok()?;
@@ -587,7 +587,7 @@ async fn authenticates_with_an_auth_string_and_reports_refusal_clearly() {
     let fake = FakeInfra::default();
     c.run_once = false;
     let w = start(c, fake.clone());
-    wait_for(Duration::from_secs(30), "launched", || async {
+    wait_for(Duration::from_secs(60), "launched", || async {
         fake.record
             .lock()
             .unwrap()
@@ -616,7 +616,7 @@ async fn works_with_a_prefect_2_server() {
         .await;
     let fake = FakeInfra::default();
     let w = start(config(&url, &pool), fake.clone());
-    let fr = wait_for(Duration::from_secs(30), "infrastructure_pid", || async {
+    let fr = wait_for(Duration::from_secs(60), "infrastructure_pid", || async {
         let fr = api.flow_run(run).await;
         fr["infrastructure_pid"].as_str().is_some().then_some(fr)
     })
