@@ -156,6 +156,7 @@ pub async fn drive<I: Infrastructure>(
             flow: None,
             claim: None,
             adopted: false,
+            announced: false,
         };
         let mut phase = start;
         loop {
@@ -205,6 +206,8 @@ struct RunState<I: Infrastructure> {
     claim: Option<Uuid>,
     /// Adopted from a dead worker and not yet seen on its infrastructure.
     adopted: bool,
+    /// The `Submitting` sub-state was proposed (once per run, whatever the launch retries).
+    announced: bool,
 }
 
 type StepResult<J> = Result<Phase<J>, (StepError, Phase<J>)>;
@@ -323,9 +326,8 @@ async fn step<I: Infrastructure>(
             // recovery (which also needs the infrastructure pid). They never hold up the
             // launch: a busy SQLite server can refuse this one write (503, "database is
             // locked") for a minute while everything else goes through, so it is retried
-            // in the background on the worker's task tracker (once: not again when a
-            // failed Submitting proposal brings us back here).
-            if shared.server.supports_labels() && run.attempts == 0 {
+            // in the background on the worker's task tracker.
+            if shared.server.supports_labels() {
                 let mut labels = Map::new();
                 labels.insert("prefect.worker.name".into(), json!(shared.config.name));
                 labels.insert(
@@ -346,16 +348,6 @@ async fn step<I: Infrastructure>(
                     }
                     .in_current_span(),
                 );
-            }
-            if shared.server.supports_submitting() {
-                let s = StateCreate::new(StateType::Pending, "Submitting", id);
-                match client.set_flow_run_state(id, &s, false).await {
-                    Ok(r) if r.status == SetStateStatus::Accept => {}
-                    Ok(r) => {
-                        tracing::debug!(status = ?r.status, "Submitting sub-state not accepted")
-                    }
-                    Err(e) => return Err((e.into(), Phase::Submit(sub))),
-                }
             }
             shared.emit_run_event(
                 "prefect.worker.submitted-flow-run",
@@ -380,11 +372,25 @@ async fn step<I: Infrastructure>(
                 .set_infrastructure_pid(id, &sub.identifier)
                 .await
                 .map_err(fail(Phase::Launch(sub.clone())))?;
-            shared
-                .infra
-                .launch(&sub.job)
-                .await
-                .map_err(fail(Phase::Launch(sub.clone())))?;
+            // The `Submitting` sub-state goes out beside the ARM request, once, instead of
+            // before it: a set_state round trip is the slowest request of a busy server, and
+            // nothing waits on this one. (After the pid, not beside it: both write the run's
+            // row, and the pid would queue behind the state's orchestration.) The engine's
+            // `Running` cannot be overtaken by it: a Submitting that arrives later is
+            // ABORTed by the server, and ignored here.
+            let submitting = async {
+                if !shared.server.supports_submitting() || std::mem::replace(&mut run.announced, true) {
+                    return;
+                }
+                let s = StateCreate::new(StateType::Pending, "Submitting", id);
+                match client.set_flow_run_state(id, &s, false).await {
+                    Ok(r) if r.status == SetStateStatus::Accept => {}
+                    Ok(r) => tracing::debug!(status = ?r.status, "Submitting sub-state not accepted"),
+                    Err(e) => tracing::debug!(error = %e, "could not set the Submitting sub-state"),
+                }
+            };
+            let ((), launched) = tokio::join!(submitting, shared.infra.launch(&sub.job));
+            launched.map_err(fail(Phase::Launch(sub.clone())))?;
             run.logger.info(format!(
                 "Flow run '{}' submitted to infrastructure",
                 run.flow_run.name

@@ -225,6 +225,11 @@ async fn claims_a_run_reports_infrastructure_pid_labels_and_logs() {
         .as_str()
         .unwrap_or("")
         .contains("without the flow run reporting a final state"));
+    // The claim, then the Submitting sub-state (3.6.22+), then the end.
+    let mut history = api.0.read_flow_run_states(run).await.unwrap();
+    history.sort_by_key(|s| s.timestamp);
+    let names: Vec<_> = history.iter().filter_map(|s| s.name.as_deref()).collect();
+    assert_eq!(names, ["Scheduled", "Pending", "Submitting", "Crashed"]);
     // Labels are written beside the launch, and a stopped worker has finished its writes.
     assert_eq!(after["labels"]["prefect.worker.type"], POOL_TYPE);
     assert_eq!(after["labels"]["prefect.work-pool.name"], pool.as_str());
