@@ -120,6 +120,28 @@ impl Scenario {
         id
     }
 
+    /// A run scheduled `after` from now: no worker takes it before then (less the prefetch).
+    async fn run_later(
+        &mut self,
+        dep: Uuid,
+        params: Value,
+        after: Duration,
+        expect: Expect,
+    ) -> Uuid {
+        let at = chrono::Utc::now() + chrono::Duration::from_std(after).unwrap();
+        let v = self
+            .api
+            .post(
+                &format!("/deployments/{dep}/create_flow_run"),
+                json!({"parameters": params,
+                       "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": at}}}),
+            )
+            .await;
+        let id: Uuid = v["id"].as_str().unwrap().parse().unwrap();
+        self.ledger.add(id, expect);
+        id
+    }
+
     async fn run_with_vars(&mut self, dep: Uuid, vars: Value, expect: Expect) -> Uuid {
         let id = self.api.create_flow_run(dep, vars).await;
         self.ledger.add(id, expect);
@@ -902,7 +924,9 @@ async fn prefect_server_outage() {
         server.url(),
     )
     .await;
-    let w = start_worker(s.config(), &s.emu);
+    let config = s.config();
+    let prefetch = config.prefetch;
+    let w = start_worker(config, &s.emu);
     s.wait_pool().await;
     // The long run's flow ends when the test says so (a file appears), after the server is
     // back: its engine must not have to reach a server that is still starting.
@@ -919,8 +943,13 @@ async fn prefect_server_outage() {
         (s.state(long).await == "RUNNING").then_some(())
     })
     .await;
+    // Due only once the server is down (the worker fetches `prefetch` ahead), so it is
+    // taken after the restart; one taken just before the stop would start its engine
+    // against a stopped server and crash, which is not what this scenario is about.
     let dep = s.deployment("flows.py:sleepy", s.vars()).await;
-    s.run(dep, json!({"seconds": 1}), Expect::Completed).await;
+    let due_in = prefetch + Duration::from_secs(3);
+    s.run_later(dep, json!({"seconds": 1}), due_in, Expect::Completed)
+        .await;
     server.stop();
     tokio::time::sleep(outage).await;
     let server = OwnServer::start_on(dir.clone(), port);
