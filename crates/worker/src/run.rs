@@ -38,9 +38,10 @@ pub enum Phase<J> {
     Claim,
     /// Read deployment and flow, render the job configuration, validate it.
     Configure,
-    /// Labels, the `Submitting` sub-state, the submitted event.
+    /// Settle a tied claim; labels (in the background), the submitted event.
     Submit(Arc<Submission<J>>),
-    /// Create the infrastructure and report `infrastructure_pid`.
+    /// Report `infrastructure_pid`, then create the infrastructure beside the `Submitting`
+    /// sub-state.
     Launch(Arc<Submission<J>>),
     /// Wait for the infrastructure to end (or a cancellation, or shutdown).
     Watch(Arc<Submission<J>>),

@@ -108,12 +108,14 @@ impl Scenario {
     }
 
     async fn run(&mut self, dep: Uuid, params: Value, expect: Expect) -> Uuid {
+        self.create_run(dep, json!({"parameters": params}), expect)
+            .await
+    }
+
+    async fn create_run(&mut self, dep: Uuid, body: Value, expect: Expect) -> Uuid {
         let v = self
             .api
-            .post(
-                &format!("/deployments/{dep}/create_flow_run"),
-                json!({"parameters": params}),
-            )
+            .post(&format!("/deployments/{dep}/create_flow_run"), body)
             .await;
         let id: Uuid = v["id"].as_str().unwrap().parse().unwrap();
         self.ledger.add(id, expect);
@@ -129,17 +131,9 @@ impl Scenario {
         expect: Expect,
     ) -> Uuid {
         let at = chrono::Utc::now() + chrono::Duration::from_std(after).unwrap();
-        let v = self
-            .api
-            .post(
-                &format!("/deployments/{dep}/create_flow_run"),
-                json!({"parameters": params,
-                       "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": at}}}),
-            )
-            .await;
-        let id: Uuid = v["id"].as_str().unwrap().parse().unwrap();
-        self.ledger.add(id, expect);
-        id
+        let body = json!({"parameters": params,
+                          "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": at}}});
+        self.create_run(dep, body, expect).await
     }
 
     async fn run_with_vars(&mut self, dep: Uuid, vars: Value, expect: Expect) -> Uuid {
