@@ -23,10 +23,7 @@ impl Stack {
         let pool = unique("aci-pool");
         let api = Api::new(&url);
         let worker = start_worker(config(&url, &pool), &emu);
-        wait_for(Duration::from_secs(60), "the pool", || async {
-            api.0.read_work_pool(&pool).await.ok().flatten()
-        })
-        .await;
+        api.wait_pool(&pool).await;
         Stack {
             api,
             emu,
@@ -264,10 +261,7 @@ async fn secrets_never_appear_in_arm_responses() {
     let mut c = config(&url, &pool);
     c.run_once = false;
     let w = start_worker(c, &emu);
-    wait_for(Duration::from_secs(60), "the pool", || async {
-        api.0.read_work_pool(&pool).await.ok().flatten()
-    })
-    .await;
+    api.wait_pool(&pool).await;
     let mut vars = base_vars(&emu);
     vars["env"] = json!({"DB_PASSWORD": "pw-2718281828", "PLAIN": "visible"});
     vars["keep_container_group"] = json!(true);
@@ -316,10 +310,7 @@ async fn a_killed_worker_s_run_is_adopted_and_finished_by_its_successor() {
     let pool = unique("aci-pool");
     let api = Api::new(&url);
     let first = Killable::start(config(&url, &pool), &emu);
-    wait_for(Duration::from_secs(60), "the pool", || async {
-        api.0.read_work_pool(&pool).await.ok().flatten()
-    })
-    .await;
+    api.wait_pool(&pool).await;
     let dep = deployment(&api, &pool, "flows.py:sleepy", base_vars(&emu)).await;
     let run = api
         .create_flow_run_with_parameters(dep, json!({"seconds": 8}))
@@ -367,10 +358,7 @@ async fn runs_complete_through_an_arm_429_storm() {
     // together: a burst that must exceed the write bucket however slowly the server
     // answers (runs created one by one and picked up one by one would not).
     let creator = start_worker(config(&url, &pool), &emu);
-    wait_for(Duration::from_secs(60), "the pool", || async {
-        api.0.read_work_pool(&pool).await.ok().flatten()
-    })
-    .await;
+    api.wait_pool(&pool).await;
     creator.stop().await;
     let dep = deployment(&api, &pool, "flows.py:hello", base_vars(&emu)).await;
     let mut runs = Vec::new();

@@ -87,10 +87,7 @@ impl Scenario {
     }
 
     async fn wait_pool(&self) {
-        wait_for(Duration::from_secs(60), "the pool", || async {
-            self.api.0.read_work_pool(&self.pool).await.ok().flatten()
-        })
-        .await;
+        self.api.wait_pool(&self.pool).await;
     }
 
     async fn deployment(&self, entrypoint: &str, vars: Value) -> Uuid {

@@ -73,6 +73,14 @@ impl Api {
         Api(client(url, Auth::None))
     }
 
+    /// Wait until the pool exists (a started worker creates it).
+    pub async fn wait_pool(&self, pool: &str) {
+        wait_for(Duration::from_secs(60), "the pool", || async {
+            self.0.read_work_pool(pool).await.ok().flatten()
+        })
+        .await;
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> Value {
         self.0
             .raw_json(Method::POST, path, Some(&body))
